@@ -1,0 +1,148 @@
+"""Configuration options of the ``[instance_aware]`` group.
+
+Options live in the service's own config file (Glance's ``glance-api.conf``)
+under ``[instance_aware]``.  Each one may also be set as a key in the paste
+filter section; such a key wins for that filter only.  Paste values are
+converted by the option's own type into a private overrides mapping, so the
+global :data:`oslo_config.cfg.CONF` is never mutated (unlike
+``ConfigurableMiddleware._conf_get``, which calls ``set_override``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from oslo_config import cfg
+
+GROUP = 'instance_aware'
+
+SQLITE_FILE = 'instance_aware.sqlite'
+
+OPTS: list[cfg.Opt] = [
+    cfg.StrOpt(
+        'connection',
+        secret=True,
+        help='SQLAlchemy URL of the mapping database that keeps instance '
+             'relations and encryption records.  Unset means the SQLite '
+             f'file ``{SQLITE_FILE}`` in ``state_path``.  PostgreSQL '
+             '(postgresql+psycopg2://...) and MySQL/MariaDB '
+             '(mysql+pymysql://...) are supported.'),
+    cfg.StrOpt(
+        'state_path',
+        default='/var/lib/glance',
+        help='Directory of the default SQLite mapping database.'),
+    cfg.StrOpt(
+        'registry_id',
+        default='default',
+        regex=r'^[A-Za-z0-9._-]{1,64}$',
+        help='Identifier of this Glance deployment in the mapping '
+             'database.  Several Glance deployments may share one '
+             'database; each must use its own registry id.'),
+    cfg.IntOpt(
+        'db_pool_size',
+        default=5,
+        min=1,
+        help='Connections kept in the pool per API worker process '
+             '(ignored for SQLite).'),
+    cfg.IntOpt(
+        'db_max_overflow',
+        default=10,
+        min=0,
+        help='Connections opened beyond ``db_pool_size`` under load '
+             '(ignored for SQLite).'),
+    cfg.IntOpt(
+        'db_pool_timeout',
+        default=10,
+        min=1,
+        help='Seconds to wait for a pooled connection before the request '
+             'fails with 503.'),
+    cfg.IntOpt(
+        'db_connect_timeout',
+        default=5,
+        min=1,
+        help='Seconds to wait when connecting to the mapping database '
+             'before the request fails with 503.'),
+    cfg.ListOpt(
+        'instance_keys',
+        default=['instance_uuid', 'image_type', 'backup_type', 'user_id',
+                 'base_image_ref', 'owner_project_name', 'owner_user_name',
+                 'owner_id', 'boot_roles', 'image_location', 'image_state',
+                 'nova_installation_uuid'],
+        help='Image properties captured as instance metadata: stored in '
+             'the mapping database, stripped before the registry sees '
+             'them, given back to callers allowed by '
+             '``instance_aware:get_instance_metadata``.  The default is '
+             'what Nova sets on snapshots and backups, plus the Nova '
+             'installation UUID.'),
+    cfg.IntOpt(
+        'max_json_body_size',
+        default=1024 * 1024,
+        min=1024,
+        help='Largest JSON request body (bytes) the filters read to '
+             'capture properties.  Larger metadata bodies are refused with '
+             '413.  Image data bodies are never read.'),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the ``[instance_aware]`` options; safe to call twice."""
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Options for ``oslo-config-generator`` (deep copies, never shared)."""
+    return [(GROUP, copy.deepcopy(OPTS))]
+
+
+class FilterConfig(Mapping[str, Any]):
+    """Read-only view of ``[instance_aware]`` with paste overrides first.
+
+    Paste values are strings; each is parsed by its option's type and
+    checked once, at filter construction, so a bad paste key fails the
+    service start instead of a request.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts,
+                 local_conf: Mapping[str, Any] | None = None) -> None:
+        register_opts(conf)
+        self._conf = conf
+        self._overrides: dict[str, Any] = {}
+        known = {opt.dest: opt for opt in OPTS}
+        for key, raw in (local_conf or {}).items():
+            opt = known.get(key)
+            if opt is None:
+                continue
+            try:
+                value = opt.type(raw) if isinstance(raw, str) else raw
+            except (ValueError, TypeError) as exc:
+                raise cfg.ConfigFileValueError(
+                    f'paste option {key}={raw!r}: {exc}') from exc
+            self._overrides[key] = value
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._overrides:
+            value = self._overrides[key]
+        else:
+            value = getattr(self._conf[GROUP], key)
+        if key == 'connection' and not value:
+            value = f"sqlite:///{self['state_path']}/{SQLITE_FILE}"
+        return value
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except (KeyError, cfg.NoSuchOptError) as exc:
+            raise AttributeError(key) from exc
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(opt.dest for opt in OPTS)
+
+    def __len__(self) -> int:
+        return len(OPTS)
+
+    @property
+    def oslo_conf(self) -> cfg.ConfigOpts:
+        """The service's configuration object (for oslo.policy and logs)."""
+        return self._conf

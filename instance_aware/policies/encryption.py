@@ -1,0 +1,36 @@
+"""Rules for the LUKS image-encryption properties."""
+
+from __future__ import annotations
+
+from oslo_policy import policy
+
+from instance_aware.policies import base
+
+IMAGE = '/v2/images/{image_id}'
+
+rules: list[policy.RuleDefault] = [
+    policy.DocumentedRuleDefault(
+        name='instance_aware:get_encryption_properties',
+        check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_READER,
+        scope_types=['project'],
+        description='Read the ``os_encrypt_*``, ``os_decrypt_*`` and '
+                    'legacy ``cinder_encryption_key_*`` properties of an '
+                    'image, and filter image lists on them.',
+        operations=[
+            {'path': IMAGE, 'method': 'GET'},
+            {'path': '/v2/images', 'method': 'GET'},
+        ]),
+    policy.DocumentedRuleDefault(
+        name='instance_aware:set_encryption_properties',
+        check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_MEMBER,
+        scope_types=['project'],
+        description='Set or change the encryption properties of an image.',
+        operations=[
+            {'path': '/v2/images', 'method': 'POST'},
+            {'path': IMAGE, 'method': 'PATCH'},
+        ]),
+]
+
+
+def list_rules() -> list[policy.RuleDefault]:
+    return rules

@@ -1,0 +1,56 @@
+"""Rules for instance relations (image to instance metadata)."""
+
+from __future__ import annotations
+
+from oslo_policy import policy
+
+from instance_aware.policies import base
+
+IMAGE = '/v2/images/{image_id}'
+
+rules: list[policy.RuleDefault] = [
+    policy.DocumentedRuleDefault(
+        name='instance_aware:get_instance_metadata',
+        check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_READER,
+        scope_types=['project'],
+        description='Read the instance keys (``instance_uuid``, '
+                    '``image_type``, ``backup_type``, ...) of an image in '
+                    'show, list, create and update responses, and filter '
+                    'image lists on them.  Callers that fail this rule see '
+                    'the image exactly as Glance stores it, without those '
+                    'keys.',
+        operations=[
+            {'path': IMAGE, 'method': 'GET'},
+            {'path': '/v2/images', 'method': 'GET'},
+            {'path': IMAGE + '/instance', 'method': 'GET'},
+        ]),
+    policy.DocumentedRuleDefault(
+        name='instance_aware:set_instance_metadata',
+        check_str=base.ADMIN_OR_SERVICE,
+        scope_types=['project'],
+        description='Record instance keys as a *trusted* assertion.  Any '
+                    'caller allowed to create or update an image may relate '
+                    "it to an instance of its own project; only callers "
+                    'passing this rule (by default a service token, as Nova '
+                    'sends) have the relation marked trusted.',
+        operations=[
+            {'path': '/v2/images', 'method': 'POST'},
+            {'path': IMAGE, 'method': 'PATCH'},
+        ]),
+    policy.DocumentedRuleDefault(
+        name='instance_aware:list_instance_images',
+        check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_READER,
+        scope_types=['project'],
+        description='List the images related to an instance through the '
+                    'query API.  Results are always limited to the '
+                    "caller's project unless the caller is an "
+                    'administrator asking for ``all_projects``.',
+        operations=[
+            {'path': '/v2/instances/{instance_uuid}/images',
+             'method': 'GET'},
+        ]),
+]
+
+
+def list_rules() -> list[policy.RuleDefault]:
+    return rules

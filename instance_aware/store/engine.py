@@ -1,0 +1,137 @@
+"""Engines and sessions for the mapping database.
+
+One engine per URL per process, shared by the filters of a stack and
+created lazily (a database that is down at service start does not stop
+Glance from starting; requests that need it get 503 instead).
+
+SQLite is the embedded default: WAL journaling so readers never block the
+writer, a busy timeout so concurrent API threads and worker processes wait
+for the write lock instead of failing, and foreign keys on.  PostgreSQL and
+MySQL/MariaDB get a bounded pool with pre-ping, so a restarted server does
+not fail the first requests after it comes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, orm
+from sqlalchemy.engine import make_url
+
+from instance_aware.store import errors
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_OPTION = 'instance_aware_write'
+
+_lock = threading.Lock()
+_engines: dict[str, sa.Engine] = {}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f'PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}')
+        cursor.execute('PRAGMA journal_mode = WAL')
+        cursor.execute('PRAGMA synchronous = NORMAL')
+        cursor.execute('PRAGMA foreign_keys = ON')
+    finally:
+        cursor.close()
+    # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own
+    # implicit BEGIN is DEFERRED and cannot be made IMMEDIATE).
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # A writing transaction reads, checks, then writes: take the write lock
+    # up front so two API processes cannot both pass the check.  Readers
+    # stay DEFERRED and, with WAL, never wait for a writer.
+    if conn.get_execution_options().get(WRITE_OPTION):
+        conn.exec_driver_sql('BEGIN IMMEDIATE')
+    else:
+        conn.exec_driver_sql('BEGIN')
+
+
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
+                  pool_timeout: int = 10,
+                  connect_timeout: int = 5) -> sa.Engine:
+    """A new engine for ``url`` with the settings described above."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {'future': True}
+    if backend == 'sqlite':
+        database = parsed.database
+        if database and database != ':memory:':
+            directory = os.path.dirname(os.path.abspath(database))
+            os.makedirs(directory, exist_ok=True)
+        kwargs['connect_args'] = {'check_same_thread': False,
+                                  'timeout': SQLITE_BUSY_TIMEOUT_MS / 1000}
+    else:
+        kwargs.update(pool_pre_ping=True, pool_size=pool_size,
+                      max_overflow=max_overflow, pool_timeout=pool_timeout,
+                      pool_recycle=3600)
+        if backend == 'postgresql':
+            kwargs['connect_args'] = {'connect_timeout': connect_timeout}
+        elif backend in ('mysql', 'mariadb'):
+            kwargs['connect_args'] = {'connect_timeout': connect_timeout,
+                                      'charset': 'utf8mb4'}
+    engine = sa.create_engine(parsed, **kwargs)
+    if backend == 'sqlite':
+        event.listen(engine, 'connect', _sqlite_pragmas)
+        event.listen(engine, 'begin', _sqlite_begin)
+    return engine
+
+
+def _dispose_after_fork() -> None:
+    # A worker forked from a process that already connected must not share
+    # its sockets: drop the inherited pools without closing the parent's.
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_dispose_after_fork)
+
+
+def get_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """The process-wide engine for ``url``."""
+    engine = _engines.get(url)
+    if engine is None:
+        with _lock:
+            engine = _engines.get(url)
+            if engine is None:
+                engine = _engines[url] = create_engine(url, **kwargs)
+    return engine
+
+
+def dispose_all() -> None:
+    """Close every engine (tests and command line)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+class Database:
+    """Sessions on one mapping database, with errors mapped to ours."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._readers = orm.sessionmaker(engine, expire_on_commit=False)
+        self._writers = orm.sessionmaker(
+            engine.execution_options(**{WRITE_OPTION: True}),
+            expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self, write: bool = False) -> Iterator[orm.Session]:
+        """A transaction: committed on success, rolled back on error.
+
+        ``write`` marks a read-check-write transaction; on SQLite it takes
+        the database write lock at BEGIN so concurrent checks serialise.
+        """
+        factory = self._writers if write else self._readers
+        with errors.translated(), factory() as session, session.begin():
+            yield session

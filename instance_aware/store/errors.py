@@ -1,0 +1,55 @@
+"""Store errors the filters act on, independent of the database driver."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import sqlalchemy.exc
+
+
+class StoreError(Exception):
+    """Base of every mapping-store error."""
+
+
+class StoreUnavailable(StoreError):
+    """The mapping database cannot be reached: the request gets 503."""
+
+
+class Conflict(StoreError):
+    """A concurrent write won (unique constraint, deadlock)."""
+
+
+# Transaction-rollback SQLSTATE class (serialization failure, deadlock) and
+# MySQL's deadlock / lock-wait-timeout codes: the transaction lost a race and
+# may simply be retried; the server itself is fine.
+_PG_ROLLBACK_CLASS = '40'
+_MYSQL_RETRYABLE = frozenset({1205, 1213})
+
+
+def _lost_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    orig = exc.orig
+    pgcode = getattr(orig, 'pgcode', None)
+    if isinstance(pgcode, str):
+        return pgcode.startswith(_PG_ROLLBACK_CLASS)
+    args: tuple[object, ...] = tuple(getattr(orig, 'args', ()))
+    return bool(args) and args[0] in _MYSQL_RETRYABLE
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Map SQLAlchemy/DBAPI errors to :class:`StoreError` subclasses."""
+    try:
+        yield
+    except sqlalchemy.exc.IntegrityError as exc:
+        raise Conflict(str(exc.orig)) from exc
+    except sqlalchemy.exc.DBAPIError as exc:
+        if _lost_race(exc):
+            raise Conflict(str(exc.orig)) from exc
+        if exc.connection_invalidated or isinstance(
+                exc, (sqlalchemy.exc.OperationalError,
+                      sqlalchemy.exc.InterfaceError)):
+            raise StoreUnavailable(str(exc)) from exc
+        raise
+    except sqlalchemy.exc.TimeoutError as exc:
+        raise StoreUnavailable(str(exc)) from exc

@@ -1,0 +1,173 @@
+"""Tables of the mapping store.
+
+``ia_images``
+    One row per image the stack has captured keys for, per registry (Glance
+    deployment).  ``state`` is ``pending`` while the registry has not yet
+    accepted the request, ``active`` after, ``deleted`` once the image is
+    gone (the row is kept as history).
+``ia_properties``
+    Every captured key and value (instance and encryption keys), indexed by
+    ``(name, value_index)`` so list filters on stripped keys need no scan.
+    ``value_index`` is the first 255 characters of ``value``.
+``ia_relations``
+    The instance relation of an image: which Nova installation and instance
+    it came from, its ``image_type`` / ``backup_type``, and whether a trusted
+    service asserted it.  Indexed for "images of instance X, newest first".
+``ia_encryption_keys``
+    The key lifecycle of an encrypted image: the secret, its deletion policy
+    and where the consumer/deletion steps stand, for retries by reconcile.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.dialects import mysql
+
+INDEXED_VALUE_LENGTH = 255
+
+#: Microsecond timestamps everywhere (MySQL's DATETIME defaults to seconds,
+#: which would make "newest first" ambiguous).
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mysql')
+BigId = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
+
+TABLE_ARGS = {'mysql_engine': 'InnoDB', 'mysql_charset': 'utf8mb4'}
+
+# States of ia_images rows.
+PENDING = 'pending'
+ACTIVE = 'active'
+DELETED = 'deleted'
+
+# Concerns of ia_properties rows.
+INSTANCE = 'instance'
+ENCRYPTION = 'encryption'
+
+
+def utcnow() -> datetime.datetime:
+    """Naive UTC, as Glance stores its own timestamps."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+class Base(orm.DeclarativeBase):
+    pass
+
+
+class Image(Base):
+    __tablename__ = 'ia_images'
+    __table_args__ = (
+        sa.UniqueConstraint('registry_id', 'image_id',
+                            name='uq_ia_images_registry_image'),
+        sa.Index('ix_ia_images_project', 'registry_id', 'project_id',
+                 'state'),
+        sa.Index('ix_ia_images_state_updated', 'state', 'updated_at'),
+        TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True,
+                                            autoincrement=True)
+    registry_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    image_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    project_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    state: orm.Mapped[str] = orm.mapped_column(sa.String(16),
+                                               default=PENDING)
+    #: The registry's own ``created_at`` of the image, once seen.
+    image_created_at: orm.Mapped[datetime.datetime | None] = (
+        orm.mapped_column(Timestamp))
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        Timestamp, default=utcnow)
+    updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        Timestamp, default=utcnow, onupdate=utcnow)
+    deleted_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
+        Timestamp)
+
+    properties: orm.Mapped[list[Property]] = orm.relationship(
+        back_populates='image', cascade='all, delete-orphan',
+        lazy='selectin')
+    relation: orm.Mapped[Relation | None] = orm.relationship(
+        back_populates='image', cascade='all, delete-orphan',
+        uselist=False, lazy='selectin')
+    encryption_key: orm.Mapped[EncryptionKey | None] = orm.relationship(
+        back_populates='image', cascade='all, delete-orphan',
+        uselist=False, lazy='selectin')
+
+
+class Property(Base):
+    __tablename__ = 'ia_properties'
+    __table_args__ = (
+        sa.UniqueConstraint('image_ref', 'name',
+                            name='uq_ia_properties_image_name'),
+        sa.Index('ix_ia_properties_name_value', 'name', 'value_index',
+                 'image_ref'),
+        TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True,
+                                            autoincrement=True)
+    image_ref: orm.Mapped[int] = orm.mapped_column(
+        BigId, sa.ForeignKey('ia_images.id', ondelete='CASCADE',
+                             name='fk_ia_properties_image'))
+    concern: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    value: orm.Mapped[str] = orm.mapped_column(sa.Text())
+    value_index: orm.Mapped[str] = orm.mapped_column(
+        sa.String(INDEXED_VALUE_LENGTH))
+
+    image: orm.Mapped[Image] = orm.relationship(back_populates='properties')
+
+
+class Relation(Base):
+    __tablename__ = 'ia_relations'
+    __table_args__ = (
+        sa.UniqueConstraint('image_ref', name='uq_ia_relations_image'),
+        sa.Index('ix_ia_relations_instance', 'instance_uuid',
+                 'installation_uuid', 'image_type', 'backup_type'),
+        TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True,
+                                            autoincrement=True)
+    image_ref: orm.Mapped[int] = orm.mapped_column(
+        BigId, sa.ForeignKey('ia_images.id', ondelete='CASCADE',
+                             name='fk_ia_relations_image'))
+    installation_uuid: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(36))
+    instance_uuid: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
+    image_type: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    backup_type: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    trusted: orm.Mapped[bool] = orm.mapped_column(sa.Boolean(),
+                                                  default=False)
+    asserted_by: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+
+    image: orm.Mapped[Image] = orm.relationship(back_populates='relation')
+
+
+class EncryptionKey(Base):
+    __tablename__ = 'ia_encryption_keys'
+    __table_args__ = (
+        sa.UniqueConstraint('image_ref', name='uq_ia_encryption_keys_image'),
+        sa.Index('ix_ia_encryption_keys_key', 'key_id'),
+        sa.Index('ix_ia_encryption_keys_state', 'lifecycle_state'),
+        TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True,
+                                            autoincrement=True)
+    image_ref: orm.Mapped[int] = orm.mapped_column(
+        BigId, sa.ForeignKey('ia_images.id', ondelete='CASCADE',
+                             name='fk_ia_encryption_keys_image'))
+    key_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    deletion_policy: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(32))
+    #: ``none``, ``consumer_registered``, ``consumer_removed``,
+    #: ``key_deleted``, or ``failed`` (see ``last_error``).
+    lifecycle_state: orm.Mapped[str] = orm.mapped_column(sa.String(32),
+                                                         default='none')
+    attempts: orm.Mapped[int] = orm.mapped_column(sa.Integer(), default=0)
+    last_error: orm.Mapped[str | None] = orm.mapped_column(sa.Text())
+    updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        Timestamp, default=utcnow, onupdate=utcnow)
+
+    image: orm.Mapped[Image] = orm.relationship(
+        back_populates='encryption_key')

@@ -1,0 +1,379 @@
+"""Reads and writes of captured properties, one short transaction each.
+
+The write protocol that keeps the store and the registry consistent:
+
+* create: :meth:`Records.begin` writes the image row as ``pending`` with
+  the captured values *before* the registry is called; after the
+  registry's answer, :meth:`Records.commit` makes it ``active`` or
+  :meth:`Records.abort` removes what this request added.  A crash in
+  between leaves a ``pending`` row that ``reconcile`` settles.
+* update: :meth:`Records.replace` writes the new values after the registry
+  accepted the rest of the patch.
+* delete: :meth:`Records.mark_deleted` keeps the rows as history.
+
+Several filters (concerns) may attach values to the same image row within
+one request; each only touches its own concern's property rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from instance_aware.store import errors, models
+from instance_aware.store.engine import Database
+
+
+@dataclasses.dataclass(frozen=True)
+class RelationFields:
+    """The indexed instance relation derived from the instance keys."""
+
+    instance_uuid: str | None
+    installation_uuid: str | None
+    image_type: str | None
+    backup_type: str | None
+    trusted: bool
+    asserted_by: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """What the store holds for one image and one concern."""
+
+    image_id: str
+    project_id: str | None
+    state: str
+    values: dict[str, str]
+    relation: RelationFields | None
+    image_created_at: datetime.datetime | None
+    deleted_at: datetime.datetime | None
+
+
+def _stored(image: models.Image, concern: str) -> Stored:
+    relation = None
+    if image.relation is not None:
+        r = image.relation
+        relation = RelationFields(r.instance_uuid, r.installation_uuid,
+                                  r.image_type, r.backup_type, r.trusted,
+                                  r.asserted_by)
+    return Stored(
+        image_id=image.image_id, project_id=image.project_id,
+        state=image.state,
+        values={p.name: p.value for p in image.properties
+                if p.concern == concern},
+        relation=relation, image_created_at=image.image_created_at,
+        deleted_at=image.deleted_at)
+
+
+class Records:
+    """Captured properties of the images of one registry."""
+
+    def __init__(self, db: Database, registry_id: str) -> None:
+        self.db = db
+        self.registry_id = registry_id
+
+    def _select(self, image_ids: Collection[str]) -> sa.Select[Any]:
+        return sa.select(models.Image).where(
+            models.Image.registry_id == self.registry_id,
+            models.Image.image_id.in_(list(image_ids)))
+
+    def _get(self, session: orm.Session, image_id: str,
+             lock: bool = False) -> models.Image | None:
+        query = self._select([image_id])
+        if lock:
+            query = query.with_for_update()
+        image: models.Image | None = session.scalars(query).one_or_none()
+        return image
+
+    def load(self, image_ids: Collection[str], concern: str,
+             states: Collection[str] = (models.ACTIVE,)
+             ) -> dict[str, Stored]:
+        """Stored values of ``image_ids`` (one query, any batch size)."""
+        if not image_ids:
+            return {}
+        found: dict[str, Stored] = {}
+        ids = list(dict.fromkeys(image_ids))
+        with self.db.session() as session:
+            for start in range(0, len(ids), 500):
+                query = self._select(ids[start:start + 500]).where(
+                    models.Image.state.in_(list(states)))
+                for image in session.scalars(query):
+                    found[image.image_id] = _stored(image, concern)
+        return found
+
+    def get(self, image_id: str, concern: str) -> Stored | None:
+        """Stored values of one image in any state."""
+        return self.load([image_id], concern,
+                         (models.PENDING, models.ACTIVE,
+                          models.DELETED)).get(image_id)
+
+    def begin(self, image_id: str, project_id: str | None, concern: str,
+              values: Mapping[str, str],
+              relation: RelationFields | None = None,
+              joining: bool = False) -> None:
+        """Write ``values`` as pending before the registry creates the image.
+
+        ``joining`` means another filter of this request already began the
+        row; otherwise an existing row for the id is a conflict (the
+        registry would refuse the duplicate id too).
+        """
+        with self.db.session(write=True) as session:
+            image = self._get(session, image_id, lock=joining)
+            if image is None:
+                image = models.Image(registry_id=self.registry_id,
+                                     image_id=image_id,
+                                     project_id=project_id,
+                                     state=models.PENDING)
+                session.add(image)
+            elif not joining or image.state != models.PENDING:
+                raise errors.Conflict(
+                    f'image {image_id} already has a record')
+            self._set_values(session, image, concern, values, relation)
+
+    def commit(self, image_id: str, concern: str, project_id: str | None,
+               image_created_at: datetime.datetime | None) -> None:
+        """The registry created the image: make the row active."""
+        with self.db.session(write=True) as session:
+            image = self._get(session, image_id, lock=True)
+            if image is None:
+                return
+            image.state = models.ACTIVE
+            image.project_id = project_id or image.project_id
+            image.image_created_at = image_created_at
+
+    def abort(self, image_id: str, concern: str) -> None:
+        """The registry refused: remove what this concern began."""
+        with self.db.session(write=True) as session:
+            image = self._get(session, image_id, lock=True)
+            if image is None or image.state != models.PENDING:
+                return
+            for prop in [p for p in image.properties
+                         if p.concern == concern]:
+                image.properties.remove(prop)
+            if concern == models.INSTANCE:
+                image.relation = None
+            if not image.properties and image.relation is None and (
+                    image.encryption_key is None):
+                session.delete(image)
+
+    def replace(self, image_id: str, concern: str,
+                project_id: str | None, values: Mapping[str, str],
+                relation: RelationFields | None,
+                image_created_at: datetime.datetime | None) -> None:
+        """Store the values a successful update left (active row)."""
+        with self.db.session(write=True) as session:
+            image = self._get(session, image_id, lock=True)
+            if image is None:
+                image = models.Image(registry_id=self.registry_id,
+                                     image_id=image_id)
+                session.add(image)
+            image.state = models.ACTIVE
+            image.project_id = project_id or image.project_id
+            image.image_created_at = (image_created_at
+                                      or image.image_created_at)
+            image.deleted_at = None
+            self._set_values(session, image, concern, values, relation)
+
+    def mark_deleted(self, image_id: str) -> bool:
+        """The registry deleted the image: keep the row as history."""
+        with self.db.session(write=True) as session:
+            image = self._get(session, image_id, lock=True)
+            if image is None or image.state == models.DELETED:
+                return False
+            image.state = models.DELETED
+            image.deleted_at = models.utcnow()
+            return True
+
+    def _set_values(self, session: orm.Session, image: models.Image,
+                    concern: str, values: Mapping[str, str],
+                    relation: RelationFields | None) -> None:
+        existing = {p.name: p for p in image.properties
+                    if p.concern == concern}
+        for name, prop in existing.items():
+            if name not in values:
+                image.properties.remove(prop)
+        for name, value in values.items():
+            found = existing.get(name)
+            if found is None:
+                image.properties.append(models.Property(
+                    concern=concern, name=name, value=value,
+                    value_index=value[:models.INDEXED_VALUE_LENGTH]))
+            else:
+                found.value = value
+                found.value_index = value[:models.INDEXED_VALUE_LENGTH]
+        if concern != models.INSTANCE:
+            return
+        if relation is None:
+            image.relation = None
+            return
+        row = image.relation or models.Relation()
+        row.instance_uuid = relation.instance_uuid
+        row.installation_uuid = relation.installation_uuid
+        row.image_type = relation.image_type
+        row.backup_type = relation.backup_type
+        row.trusted = relation.trusted
+        row.asserted_by = relation.asserted_by
+        image.relation = row
+        session.flush()
+
+    def matching(self, filters: Mapping[str, str],
+                 projects: Collection[str] | None,
+                 descending: bool = True
+                 ) -> list[tuple[str, datetime.datetime | None]]:
+        """Active images whose stored values equal every filter.
+
+        ``projects`` limits the owners (``None``: every project).  Ordered
+        as the registry orders by default (``created_at``, then ``id``).
+        Each filter is one lookup on ``ix_ia_properties_name_value``.
+        """
+        query = sa.select(models.Image.image_id,
+                          models.Image.image_created_at).where(
+            models.Image.registry_id == self.registry_id,
+            models.Image.state == models.ACTIVE)
+        if projects is not None:
+            query = query.where(models.Image.project_id.in_(list(projects)))
+        for name, value in filters.items():
+            prop = orm.aliased(models.Property)
+            condition = sa.and_(
+                prop.image_ref == models.Image.id, prop.name == name,
+                prop.value_index == value[:models.INDEXED_VALUE_LENGTH])
+            if len(value) > models.INDEXED_VALUE_LENGTH:
+                condition = sa.and_(condition, prop.value == value)
+            query = query.join(prop, condition)
+        order = sa.desc if descending else sa.asc
+        query = query.order_by(order(models.Image.image_created_at),
+                               order(models.Image.image_id))
+        with self.db.session() as session:
+            return [(row[0], row[1]) for row in session.execute(query)]
+
+    def related(self, image_id: str) -> Related | None:
+        """The relation of one image in any state but pending."""
+        with self.db.session() as session:
+            image = self._get(session, image_id)
+            if image is None or image.relation is None or (
+                    image.state == models.PENDING):
+                return None
+            return Related.of(image, self.registry_id)
+
+    def of_instance(self, instance_uuid: str, projects: Collection[str] | None,
+                    *, image_type: str | None = None,
+                    backup_type: str | None = None,
+                    installation_uuid: str | None = None,
+                    include_deleted: bool = False, limit: int = 25,
+                    marker: str | None = None) -> list[Related]:
+        """Images related to an instance, newest first (query API).
+
+        Served by ``ix_ia_relations_instance``; ``marker`` is the image id
+        of the last entry of the previous page.
+        """
+        newest = sa.func.coalesce(models.Image.image_created_at,
+                                  models.Image.created_at)
+        query = sa.select(models.Image, newest).join(
+            models.Relation, models.Relation.image_ref == models.Image.id
+        ).where(models.Relation.instance_uuid == instance_uuid,
+                models.Image.registry_id == self.registry_id)
+        states = [models.ACTIVE] + ([models.DELETED] if include_deleted
+                                    else [])
+        query = query.where(models.Image.state.in_(states))
+        if projects is not None:
+            query = query.where(models.Image.project_id.in_(list(projects)))
+        for column, value in ((models.Relation.image_type, image_type),
+                              (models.Relation.backup_type, backup_type),
+                              (models.Relation.installation_uuid,
+                               installation_uuid)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.db.session() as session:
+            if marker is not None:
+                anchor = session.execute(
+                    query.where(models.Image.image_id == marker)).first()
+                if anchor is None:
+                    raise LookupError(marker)
+                query = query.where(sa.or_(
+                    newest < anchor[1],
+                    sa.and_(newest == anchor[1],
+                            models.Image.image_id < marker)))
+            query = query.order_by(newest.desc(),
+                                   models.Image.image_id.desc()).limit(limit)
+            return [Related.of(row[0], self.registry_id)
+                    for row in session.execute(query)]
+
+
+    # -- reconcile ---------------------------------------------------------
+
+    def pending(self, older_than: datetime.datetime) -> list[str]:
+        """Ids of rows left pending since before ``older_than``."""
+        query = sa.select(models.Image.image_id).where(
+            models.Image.registry_id == self.registry_id,
+            models.Image.state == models.PENDING,
+            models.Image.updated_at < older_than).order_by(
+            models.Image.id)
+        with self.db.session() as session:
+            return list(session.scalars(query))
+
+    def active_batches(self, size: int) -> Iterator[list[str]]:
+        """Ids of active rows, in batches, by keyset paging."""
+        after = 0
+        while True:
+            query = sa.select(models.Image.id, models.Image.image_id).where(
+                models.Image.registry_id == self.registry_id,
+                models.Image.state == models.ACTIVE,
+                models.Image.id > after).order_by(models.Image.id).limit(
+                size)
+            with self.db.session() as session:
+                rows = list(session.execute(query))
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [row[1] for row in rows]
+
+    def count(self, state: str) -> int:
+        query = sa.select(sa.func.count()).select_from(models.Image).where(
+            models.Image.registry_id == self.registry_id,
+            models.Image.state == state)
+        with self.db.session() as session:
+            return int(session.scalar(query) or 0)
+
+    def settle_pending(self, image_id: str, exists: bool,
+                       project_id: str | None,
+                       image_created_at: datetime.datetime | None) -> None:
+        """Finish a create a crash interrupted: activate or discard."""
+        with self.db.session(write=True) as session:
+            image = self._get(session, image_id, lock=True)
+            if image is None or image.state != models.PENDING:
+                return
+            if exists:
+                image.state = models.ACTIVE
+                image.project_id = project_id or image.project_id
+                image.image_created_at = image_created_at
+            else:
+                session.delete(image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Related:
+    """One entry of the query API."""
+
+    image_id: str
+    registry_id: str
+    project_id: str | None
+    state: str
+    properties: dict[str, str]
+    relation: RelationFields
+    created_at: datetime.datetime
+    deleted_at: datetime.datetime | None
+
+    @classmethod
+    def of(cls, image: models.Image, registry_id: str) -> Related:
+        stored = _stored(image, models.INSTANCE)
+        assert stored.relation is not None
+        return cls(image_id=image.image_id, registry_id=registry_id,
+                   project_id=image.project_id, state=image.state,
+                   properties=stored.values, relation=stored.relation,
+                   created_at=image.image_created_at or image.created_at,
+                   deleted_at=image.deleted_at)
