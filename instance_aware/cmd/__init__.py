@@ -1,0 +1,1 @@
+"""Command-line tools: ``instance-aware-manage`` for operators."""

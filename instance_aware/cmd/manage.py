@@ -1,0 +1,217 @@
+"""``instance-aware-manage``: the operator's commands.
+
+::
+
+    instance-aware-manage [--config-file F ...] [--config-dir D] <command>
+
+``db sync [--revision REV]``
+    Create or upgrade the schema of the mapping database; safe to repeat.
+``db version``
+    The revision the database is at, and the newest one shipped.
+``generate-installation-uuid``
+    A fresh UUID identifying one Nova installation, for the deployer to
+    configure on that installation's side (``X-Nova-Installation-UUID``).
+
+The database is the one the filters use: ``[instance_aware] connection``
+(unset: the SQLite file in ``state_path``).  Without ``--config-file``,
+Glance API's own files are read, as ``glance-manage`` does, so the command
+needs no flags on a Glance host.
+
+Exit codes: 0 done; 1 the database or the configuration could not be used
+(one line on stderr, never a traceback: operators script these commands);
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+
+import alembic.util
+import sqlalchemy as sa
+from oslo_config import cfg
+from sqlalchemy.engine import make_url
+
+from instance_aware import conf as ia_conf
+from instance_aware.store import engine as ia_engine
+from instance_aware.store import errors, migration
+
+PROG = 'instance-aware-manage'
+
+
+class CommandError(Exception):
+    """A failure reported to the operator as one line (exit code 1)."""
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own reason, first line only.
+
+    SQLAlchemy appends the statement and a documentation link, psycopg2
+    adds hints on further lines: none of it helps in a one-line error.
+    """
+    cause = exc
+    while isinstance(cause, errors.StoreError) and cause.__cause__:
+        cause = cause.__cause__
+    if isinstance(cause, sa.exc.DBAPIError) and cause.orig is not None:
+        cause = cause.orig
+    args = cause.args
+    if (len(args) == 2 and isinstance(args[0], int)
+            and isinstance(args[1], str)):
+        text = f'{args[1]} ({args[0]})'  # PyMySQL: (errno, message)
+    else:
+        text = str(cause)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(cause).__name__
+
+
+def _connection(conf: cfg.ConfigOpts) -> tuple[str, str]:
+    """The configured URL, and how to show it (without the password)."""
+    url = ia_conf.FilterConfig(conf)['connection']
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError as exc:
+        # The parser's message repeats the URL, password included.
+        raise CommandError('[instance_aware] connection is not an '
+                           'SQLAlchemy URL') from exc
+    return url, shown
+
+
+@contextlib.contextmanager
+def _database(conf: cfg.ConfigOpts) -> Iterator[sa.Engine]:
+    """A private engine on the configured database, disposed after use."""
+    url, shown = _connection(conf)
+    engine: sa.Engine | None = None
+    try:
+        with errors.translated():
+            engine = ia_engine.create_engine(
+                url,
+                connect_timeout=ia_conf.FilterConfig(conf)[
+                    'db_connect_timeout'])
+            yield engine
+    except (errors.StoreError, sa.exc.SQLAlchemyError, OSError,
+            ImportError) as exc:
+        raise CommandError(f'database {shown}: {_reason(exc)}') from exc
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names an SQLite file that does not exist yet.
+
+    ``db version`` must not create the file (and its directory) that
+    connecting to it would.
+    """
+    parsed = make_url(url)
+    database = parsed.database
+    return (parsed.get_backend_name() == 'sqlite'
+            and database not in (None, '', ':memory:')
+            and not os.path.exists(str(database)))
+
+
+def db_sync(conf: cfg.ConfigOpts) -> int:
+    """Create or upgrade the schema to ``--revision`` (default: head)."""
+    with _database(conf) as engine:
+        before = migration.current(engine)
+        try:
+            migration.upgrade(engine, conf.command.revision)
+        except alembic.util.CommandError as exc:
+            raise CommandError(str(exc)) from exc
+        after = migration.current(engine)
+    if before == after:
+        print(f'Database schema already at revision {after}.')
+    else:
+        print(f'Database schema upgraded from revision {before} to '
+              f'revision {after}.')
+    return 0
+
+
+def db_version(conf: cfg.ConfigOpts) -> int:
+    """Print the current revision (``None``: no schema yet) and the head."""
+    url, _shown = _connection(conf)
+    current: str | None = None
+    if not _sqlite_file_missing(url):
+        with _database(conf) as engine:
+            current = migration.current(engine)
+    head = migration.head()
+    print(f'Current revision: {current}')
+    print(f'Head revision: {head}')
+    if current is None:
+        print(f"The database has no schema yet: run '{PROG} db sync'.",
+              file=sys.stderr)
+    elif current != head:
+        print(f"The schema is behind: run '{PROG} db sync'.",
+              file=sys.stderr)
+    return 0
+
+
+def generate_installation_uuid(conf: cfg.ConfigOpts) -> int:
+    """Print a fresh UUID4 (stdout) and what it is for (stderr)."""
+    print(uuid.uuid4())
+    print('Configure it as the Nova installation UUID: Nova sends it to '
+          'Glance as X-Nova-Installation-UUID.', file=sys.stderr)
+    return 0
+
+
+def add_command_parsers(
+        subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Sub-commands, for :class:`oslo_config.cfg.SubCommandOpt`."""
+    db = subparsers.add_parser('db', help='mapping database schema')
+    actions = db.add_subparsers(dest='action', required=True,
+                                title='Actions')
+    sync = actions.add_parser(
+        'sync', help='create or upgrade the schema (safe to repeat)')
+    sync.add_argument('--revision', default='head',
+                      help='revision to upgrade to (default: %(default)s)')
+    sync.set_defaults(run=db_sync)
+    version = actions.add_parser(
+        'version', help='print the current and the newest revision')
+    version.set_defaults(run=db_version)
+    installation = subparsers.add_parser(
+        'generate-installation-uuid',
+        help='print a new UUID identifying a Nova installation')
+    installation.set_defaults(run=generate_installation_uuid)
+
+
+def _default_config_files() -> list[str]:
+    """Glance API's config files, then ours: the options live in the API's."""
+    found = cfg.find_config_files(project='glance', prog='glance-api')
+    own = cfg.find_config_files(project='glance', prog=PROG)
+    return found + [path for path in own if path not in found]
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code is returned, never raised.
+
+    A fresh :class:`~oslo_config.cfg.ConfigOpts` per call, not the global
+    ``cfg.CONF``: the command may run several times in one process (tests).
+    """
+    conf = cfg.ConfigOpts()
+    ia_conf.register_opts(conf)
+    conf.register_cli_opt(cfg.SubCommandOpt(
+        'command', title='Commands', handler=add_command_parsers))
+    try:
+        conf(argv, project='glance', prog=PROG,
+             default_config_files=_default_config_files())
+    except SystemExit as exc:  # argparse: --help, or bad usage (2)
+        return _exit_code(exc)
+    except cfg.Error as exc:
+        print(f'{PROG}: error: {exc}', file=sys.stderr)
+        return 2
+    try:
+        code: int = conf.command.run(conf)
+    except (CommandError, cfg.Error) as exc:
+        print(f'{PROG}: error: {exc}', file=sys.stderr)
+        return 1
+    return code

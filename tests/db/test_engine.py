@@ -1,0 +1,222 @@
+"""Engines and sessions: SQLite settings, cascades, error mapping, locking.
+
+What the filters count on from :mod:`instance_aware.store.engine`: a
+database that is down becomes :class:`StoreUnavailable` (a 503), a lost
+race :class:`Conflict`, neither leaves a partial write; deleting an image
+row takes its property and relation rows with it; and on SQLite, API
+threads and worker processes writing at once wait for each other instead
+of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import pathlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from instance_aware.store import engine as ia_engine
+from instance_aware.store import errors, migration, models
+from tests.dbbackends import sqlite_url
+
+pytestmark = pytest.mark.database
+
+INSTANCE = '5e2f7c3a-95a5-4b8e-9d7c-2a4f5c1e8b90'
+IMAGE = '0b9f3d6e-1c2a-4e5f-8a7b-6c5d4e3f2a1b'
+OTHER_IMAGE = 'e4d3c2b1-a098-4765-b321-0fedcba98765'
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: pathlib.Path) -> Iterator[sa.Engine]:
+    """A migrated engine on a new SQLite file."""
+    engine = ia_engine.create_engine(sqlite_url(tmp_path))
+    migration.upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _image(image_id: str, registry_id: str = 'r') -> models.Image:
+    """An image row with what a captured backup has: keys, relation, key."""
+    return models.Image(
+        registry_id=registry_id, image_id=image_id, project_id='p',
+        state=models.ACTIVE,
+        properties=[
+            models.Property(concern=models.INSTANCE, name='instance_uuid',
+                            value=INSTANCE, value_index=INSTANCE),
+            models.Property(concern=models.INSTANCE, name='image_type',
+                            value='backup', value_index='backup')],
+        relation=models.Relation(instance_uuid=INSTANCE,
+                                 image_type='backup', trusted=True),
+        encryption_key=models.EncryptionKey(key_id=INSTANCE))
+
+
+def _counts(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {name: connection.scalar(
+                    sa.select(sa.func.count()).select_from(table)) or 0
+                for name, table in models.Base.metadata.tables.items()}
+
+
+def _rows(images: int) -> dict[str, int]:
+    """Row counts of ``images`` images as made by :func:`_image`."""
+    return {'ia_images': images, 'ia_properties': 2 * images,
+            'ia_relations': images, 'ia_encryption_keys': images}
+
+
+def test_sqlite_journal_foreign_keys_and_busy_timeout(
+        tmp_path: pathlib.Path) -> None:
+    engine = ia_engine.create_engine(sqlite_url(tmp_path / 'new' / 'dir'))
+    try:
+        with engine.connect() as connection:
+            def pragma(name: str) -> Any:
+                return connection.exec_driver_sql(f'PRAGMA {name}').scalar()
+
+            assert pragma('journal_mode') == 'wal'
+            assert pragma('foreign_keys') == 1
+            assert pragma('busy_timeout') == ia_engine.SQLITE_BUSY_TIMEOUT_MS
+    finally:
+        engine.dispose()
+
+
+def test_orm_delete_of_an_image_removes_its_rows(
+        migrated_engine: sa.Engine) -> None:
+    db = ia_engine.Database(migrated_engine)
+    with db.session() as session:
+        session.add_all([_image(IMAGE), _image(OTHER_IMAGE)])
+    assert _counts(migrated_engine) == _rows(2)
+    with db.session() as session:
+        session.delete(session.scalars(sa.select(models.Image).where(
+            models.Image.image_id == IMAGE)).one())
+    assert _counts(migrated_engine) == _rows(1)
+
+
+def test_database_cascades_and_enforces_foreign_keys(
+        migrated_engine: sa.Engine) -> None:
+    """Without the ORM: the foreign keys themselves (``ON DELETE CASCADE``).
+
+    SQLite only enforces them with ``PRAGMA foreign_keys``, which the engine
+    turns on for every connection.
+    """
+    db = ia_engine.Database(migrated_engine)
+    with db.session() as session:
+        session.add_all([_image(IMAGE), _image(OTHER_IMAGE)])
+    images = models.Base.metadata.tables['ia_images']
+    with migrated_engine.begin() as connection:
+        connection.execute(sa.delete(images).where(
+            images.c.image_id == IMAGE))
+    assert _counts(migrated_engine) == _rows(1)
+    with pytest.raises(errors.Conflict), db.session() as session:
+        session.add(models.Property(image_ref=10**6, concern='instance',
+                                    name='n', value='v', value_index='v'))
+    assert _counts(migrated_engine) == _rows(1)
+
+
+@pytest.mark.parametrize('url', [
+    pytest.param('postgresql+psycopg2://ia:secret@127.0.0.1:1/ia',
+                 id='postgresql'),
+    pytest.param('mysql+pymysql://ia:secret@127.0.0.1:1/ia', id='mysql'),
+    pytest.param('sqlite:///{tmp_path}', id='sqlite-directory'),
+])
+def test_unreachable_database_is_store_unavailable(
+        url: str, tmp_path: pathlib.Path) -> None:
+    """Port 1 refuses connections; a directory is no SQLite file."""
+    engine = ia_engine.create_engine(url.format(tmp_path=tmp_path),
+                                     connect_timeout=2)
+    try:
+        with pytest.raises(errors.StoreUnavailable), \
+                ia_engine.Database(engine).session() as session:
+            session.execute(sa.text('SELECT 1'))
+        with pytest.raises(errors.StoreUnavailable), errors.translated():
+            engine.connect().close()
+    finally:
+        engine.dispose()
+
+
+def test_unique_violation_is_conflict_and_writes_nothing(
+        migrated_engine: sa.Engine) -> None:
+    db = ia_engine.Database(migrated_engine)
+    with pytest.raises(errors.Conflict), db.session() as session:
+        session.add_all([_image(IMAGE), _image(IMAGE)])
+    assert _counts(migrated_engine) == _rows(0)
+
+    with db.session() as session:
+        session.add(_image(IMAGE))
+    with pytest.raises(errors.Conflict), db.session() as session:
+        session.add(_image(OTHER_IMAGE))
+        session.flush()
+        session.add(_image(IMAGE))
+    assert _counts(migrated_engine) == _rows(1)
+
+    with db.session() as session:  # unique per registry only
+        session.add(_image(IMAGE, registry_id='another-glance'))
+    assert _counts(migrated_engine) == _rows(2)
+
+
+def _write_images(db: ia_engine.Database, prefix: str, count: int) -> None:
+    """``count`` transactions shaped like a capture: look up, then insert.
+
+    The lookup first matters on SQLite: a deferred transaction that reads
+    before it writes fails with "database is locked" when another writer
+    committed in between, whatever the busy timeout.  ``write=True`` takes
+    the write lock at BEGIN, which is what the store's writers do.
+    """
+    for number in range(count):
+        image_id = f'{prefix}-{number:04d}'
+        with db.session(write=True) as session:
+            found = session.scalars(sa.select(models.Image).where(
+                models.Image.image_id == image_id)).one_or_none()
+            assert found is None
+            session.add(_image(image_id))
+
+
+def test_concurrent_writer_threads(migrated_engine: sa.Engine) -> None:
+    """8 API threads x 25 writes on one engine, all at once."""
+    db = ia_engine.Database(migrated_engine)
+    threads, count = 8, 25
+    start = threading.Barrier(threads)
+
+    def writer(prefix: str) -> None:
+        start.wait(timeout=30)
+        _write_images(db, prefix, count)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(writer, f't{n}') for n in range(threads)]
+        for future in futures:
+            future.result(timeout=120)
+    assert _counts(migrated_engine) == _rows(threads * count)
+
+
+def _write_from_process(url: str, prefix: str, count: int,
+                        start: Any) -> None:
+    """A worker process: its own engine, as each Glance API worker has."""
+    start.wait(30)
+    engine = ia_engine.create_engine(url)
+    try:
+        _write_images(ia_engine.Database(engine), prefix, count)
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_writer_processes_on_sqlite(
+        sqlite_engine: sa.Engine) -> None:
+    """2 worker processes x 25 writes on one SQLite file, at once."""
+    context = multiprocessing.get_context('spawn')
+    start = context.Event()
+    url = sqlite_engine.url.render_as_string(hide_password=False)
+    processes = [context.Process(target=_write_from_process,
+                                 args=(url, f'p{n}', 25, start))
+                 for n in range(2)]
+    for process in processes:
+        process.start()
+    start.set()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0]
+    assert _counts(sqlite_engine) == _rows(50)
