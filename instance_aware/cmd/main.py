@@ -1,0 +1,233 @@
+"""``instance-aware``: the developer's commands.
+
+::
+
+    instance-aware serve [--port 9292] [--bare-port N]
+                         [--state-dir .state/serve]
+                         [--flavor noauth|keystone] [--auth-url URL]
+                         [--workers 1] [--threads 4] [--max-lifetime S]
+
+``serve``
+    Run a real Glance 33 with the instance-aware stack in its pipeline on
+    127.0.0.1 until Ctrl-C or SIGTERM (exit 0).  ``--bare-port`` also
+    serves the same Glance without the stack.  The ``noauth`` flavor
+    trusts identity headers: never expose it.
+
+Exit codes: 0 stopped on request; 1 the server failed; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+from instance_aware.local import glance, server
+
+PROG = 'instance-aware'
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM, like KeyboardInterrupt."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGTERM interrupts the wait as Ctrl-C does (main thread only).
+
+    Handlers are restored on exit, so :func:`main` can run in tests.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: set outside Python
+                signal.signal(signum, handler)
+
+
+def _ignore_stop_signals() -> None:
+    """A second Ctrl-C must not interrupt the graceful stop."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _noauth_usage(url: str) -> str:
+    return f"""\
+Flavor noauth: Glance trusts the identity headers of every request.
+Act as user alice, member of project demo:
+
+  curl -s {url}/v2/images \\
+      -H 'X-Identity-Status: Confirmed' -H 'X-Project-Id: demo' \\
+      -H 'X-User-Id: alice' -H 'X-Roles: reader,member'
+
+From Python (glanceclient or openstacksdk):
+
+  import glanceclient
+  from instance_aware.local.identity import session_for
+  session = session_for('demo', roles=('reader', 'member'), user='alice')
+  glance = glanceclient.Client('2', session=session,
+                               endpoint_override='{url}')
+  print([image.name for image in glance.images.list()])
+
+(glanceclient's own identity_headers= percent-encodes the comma of
+X-Roles; the session above sends the headers untouched.)"""
+
+
+def _keystone_usage(url: str, state: glance.StateDir) -> str:
+    return f"""\
+Flavor keystone: tokens are checked by keystonemiddleware.
+[keystone_authtoken] in {state.config_file} has placeholders for
+Glance's service user (username glance, project service, password
+GLANCE_SERVICE_PASSWORD): put the real values in
+{state.config_dir}/auth.conf (kept across restarts) and restart.
+
+  glance --os-image-url {url} image-list     # with your OS_* variables
+  OS_IMAGE_ENDPOINT_OVERRIDE={url} openstack image list"""
+
+
+def usage_message(srv: server.GlanceServer) -> str:
+    """What ``serve`` prints once the server answers."""
+    lines = [f'Glance with the instance-aware stack: {srv.url}']
+    if srv.bare_port is not None:
+        lines.append(f'Same Glance without the stack:      {srv.bare_url}')
+    lines += [f'State directory: {srv.state_dir}',
+              f'Log:             {srv.log_file}', '']
+    if srv.flavor == glance.KEYSTONE:
+        lines.append(_keystone_usage(srv.url, srv.state))
+    else:
+        lines.append(_noauth_usage(srv.url))
+    lines += ['', 'Ctrl-C stops the server.']
+    return '\n'.join(lines)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start the server, tell how to use it, wait for Ctrl-C or SIGTERM."""
+    srv = server.GlanceServer(
+        args.state_dir, port=args.port, bare=args.bare_port is not None,
+        bare_port=args.bare_port, workers=args.workers,
+        threads=args.threads, flavor=args.flavor, auth_url=args.auth_url,
+        max_lifetime=args.max_lifetime, debug=args.debug)
+    with _stop_signals():
+        try:
+            print(f'Preparing {srv.state_dir} and starting Glance...',
+                  flush=True)
+            srv.start()
+            print(usage_message(srv), flush=True)
+            while srv.running:
+                time.sleep(0.5)
+        except (KeyboardInterrupt, _Stop):
+            _ignore_stop_signals()
+            srv.stop()
+            print('Stopped.', flush=True)
+            return 0
+        except (server.ServerError, glance.SetupError) as exc:
+            srv.stop()
+            print(f'{PROG}: error: {exc}', file=sys.stderr)
+            return 1
+    code = srv.stop()
+    if code == 0 and args.max_lifetime:
+        print(f'Stopped after --max-lifetime {args.max_lifetime:g} s.')
+        return 0
+    print(f'{PROG}: error: the server exited by itself (code {code}); see '
+          f'{srv.log_file}', file=sys.stderr)
+    return 1
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f'{value} is not a TCP port')
+    return port
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f'{value} is not at least 1')
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser, one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description='Developer tools of instance-aware.')
+    commands = parser.add_subparsers(dest='command', required=True,
+                                     title='Commands')
+    run = commands.add_parser(
+        'serve', help='run a real Glance with the stack on 127.0.0.1',
+        description='Run Glance 33 with the instance-aware stack on '
+                    '127.0.0.1 until Ctrl-C or SIGTERM.')
+    run.add_argument('--port', type=_port, default=9292,
+                     help='port of the stacked pipeline '
+                          '(default: %(default)s)')
+    run.add_argument('--bare-port', type=_port, default=None,
+                     help='also serve the same Glance without the stack '
+                          'on this port (default: do not)')
+    run.add_argument('--state-dir', default='.state/serve',
+                     help='configuration, databases, images and log '
+                          '(default: %(default)s)')
+    run.add_argument('--flavor', choices=glance.FLAVORS,
+                     default=glance.NOAUTH,
+                     help='noauth trusts identity headers; keystone '
+                          'checks tokens (needs --auth-url) '
+                          '(default: %(default)s)')
+    run.add_argument('--auth-url',
+                     help='keystone URL for the keystone flavor')
+    run.add_argument('--workers', type=_positive, default=1,
+                     help='gunicorn worker processes (default: '
+                          '%(default)s)')
+    run.add_argument('--threads', type=_positive, default=4,
+                     help='threads per worker (default: %(default)s)')
+    run.add_argument('--max-lifetime', type=float, default=None,
+                     metavar='SECONDS',
+                     help='stop by itself after this long (default: never)')
+    run.add_argument('--debug', action='store_true',
+                     help="Glance's debug logging")
+    run.set_defaults(run=serve)
+    return parser
+
+
+def _check(parser: argparse.ArgumentParser, args: Any) -> None:
+    if args.command != 'serve':
+        return
+    if args.flavor == glance.KEYSTONE and not args.auth_url:
+        parser.error('--flavor keystone needs --auth-url')
+    if args.flavor == glance.NOAUTH and args.auth_url:
+        parser.error('--auth-url is only for --flavor keystone')
+    if args.bare_port is not None and args.bare_port == args.port:
+        parser.error('--bare-port must differ from --port')
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code is returned, never raised."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _check(parser, args)
+    except SystemExit as exc:  # --help (0) or bad usage (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

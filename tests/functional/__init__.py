@@ -1,0 +1,1 @@
+"""Functional tests: a real Glance 33 with the stack, real clients."""
