@@ -1,0 +1,1 @@
+"""The query API served by the stack itself (not by the registry)."""

@@ -1,0 +1,1 @@
+"""The paste filters: one module per concern, :mod:`.stack` composes them."""

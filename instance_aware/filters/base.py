@@ -1,0 +1,149 @@
+"""The base of every instance-aware filter.
+
+Shaped like :class:`oslo_middleware.base.ConfigurableMiddleware` (a paste
+``factory`` classmethod, ``process_request`` / ``process_response``), with
+three differences that matter here:
+
+* options are read through :class:`instance_aware.conf.FilterConfig`, so
+  paste keys override ``[instance_aware]`` for this filter only;
+* ``__call__`` is a plain ``process_request`` / ``process_response`` flow
+  without per-request introspection;
+* a request on a route the filter does not handle (image data above all) is
+  handed to the next application untouched: no webob response wrapping, no
+  body access, so uploads and downloads stream at full speed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import webob
+import webob.dec
+import webob.exc
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from instance_aware import conf as ia_conf
+from instance_aware import context as ia_context
+from instance_aware import errors, routing
+from instance_aware.policies import enforcer
+from instance_aware.request import Request
+from instance_aware.store import engine as store_engine
+from instance_aware.store import errors as store_errors
+from instance_aware.store.records import Records
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+LOG = logging.getLogger(__name__)
+
+_BODY_HEADERS = frozenset({'HTTP_CONTENT_LENGTH', 'HTTP_CONTENT_TYPE',
+                           'HTTP_TRANSFER_ENCODING', 'HTTP_EXPECT'})
+
+
+class Filter:
+    """A filter in the instance-aware stack."""
+
+    #: Route names (see :mod:`instance_aware.routing`) this filter looks at;
+    #: every other request passes straight through.
+    ROUTES: ClassVar[frozenset[str | None]] = frozenset()
+
+    @classmethod
+    def factory(cls, global_conf: dict[str, Any] | None,
+                **local_conf: Any) -> Callable[[WSGIApplication], Filter]:
+        """Paste filter factory: paste keys override ``[instance_aware]``."""
+        conf = dict(global_conf or {})
+        conf.update(local_conf)
+
+        def _factory(app: WSGIApplication) -> Filter:
+            return cls(app, conf)
+
+        return _factory
+
+    def __init__(self, application: WSGIApplication,
+                 conf: dict[str, Any] | None = None,
+                 oslo_conf: cfg.ConfigOpts | None = None) -> None:
+        self.application = application
+        self.conf = dict(conf or {})
+        self.oslo_conf = oslo_conf if oslo_conf is not None else cfg.CONF
+        self.config = ia_conf.FilterConfig(self.oslo_conf, self.conf)
+
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        route = routing.match(environ.get('REQUEST_METHOD', 'GET'),
+                              environ.get('PATH_INFO', ''))
+        if route.name not in self.ROUTES:
+            return self.application(environ, start_response)
+        environ['instance_aware.route'] = route
+        return self._handle(environ, start_response)
+
+    @webob.dec.wsgify(RequestClass=Request)
+    def _handle(self, req: Request) -> webob.Response:
+        try:
+            response = self.process_request(req)
+            if response is None:
+                response = req.get_response(self.application)
+                response = self.process_response(response, req)
+        except webob.exc.WSGIHTTPException as exc:
+            return exc
+        except store_errors.StoreUnavailable as exc:
+            LOG.error('Mapping database unavailable for %s %s: %s',
+                      req.method, req.path, exc)
+            return errors.unavailable(
+                'The instance-aware mapping database is unavailable; '
+                'nothing was changed.  Retry later.')
+        return response
+
+    @functools.cached_property
+    def records(self) -> Records:
+        """The mapping store (engine shared per process and URL)."""
+        engine = store_engine.get_engine(
+            self.config.connection,
+            pool_size=self.config.db_pool_size,
+            max_overflow=self.config.db_max_overflow,
+            pool_timeout=self.config.db_pool_timeout,
+            connect_timeout=self.config.db_connect_timeout)
+        return Records(store_engine.Database(engine),
+                       self.config.registry_id)
+
+    def subrequest(self, req: Request, method: str, path: str,
+                   body: Any = None,
+                   content_type: str | None = None) -> webob.Response:
+        """Ask the next application something as the same caller.
+
+        Only the identity travels: the caller's headers (for a remote
+        registry) and the registry's own per-request attributes (Glance's
+        context, when the stack runs inside its pipeline).
+        """
+        environ = {k: v for k, v in req.environ.items()
+                   if k.startswith('HTTP_') and k not in _BODY_HEADERS}
+        for key in ('SCRIPT_NAME', 'SERVER_NAME', 'SERVER_PORT',
+                    'wsgi.url_scheme', 'REMOTE_ADDR'):
+            if key in req.environ:
+                environ[key] = req.environ[key]
+        if 'webob.adhoc_attrs' in req.environ:
+            environ['webob.adhoc_attrs'] = dict(
+                req.environ['webob.adhoc_attrs'])
+        sub = Request.blank(path, environ=environ, method=method)
+        if body is not None:
+            sub.body = json.dumps(body).encode('utf-8')
+            sub.content_type = content_type or 'application/json'
+        return sub.get_response(self.application)
+
+    def process_request(self, req: Request) -> webob.Response | None:
+        """Return a response to stop here, or ``None`` to go on."""
+        return None
+
+    def process_response(self, response: webob.Response,
+                         request: Request) -> webob.Response:
+        """Adjust the next application's response."""
+        return response
+
+    def allowed(self, req: Request, rule: str, owner: str | None,
+                **extra: Any) -> bool:
+        """Whether the caller passes ``rule`` for an image of ``owner``."""
+        return enforcer.allowed(self.oslo_conf, rule, req.context,
+                                ia_context.policy_target(owner, extra))

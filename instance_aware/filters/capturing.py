@@ -1,0 +1,447 @@
+"""The capture-strip-store-give-back flow shared by capturing filters.
+
+A capturing filter owns a set of image property names (a *concern*).  On
+their way in, those properties are taken out of creates and JSON-patch
+updates and written to the mapping store around the registry's call (see
+:mod:`instance_aware.store.records` for the write protocol); on their way
+out they are put back into every image representation for callers the
+concern's read rule allows, and removed for everybody else.  List filters
+on them are answered by :mod:`instance_aware.listing`.
+
+Subclasses say which keys they own, how to validate values and which
+policy rules apply; this module knows nothing of instances or encryption.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import webob
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from instance_aware import capture, errors, listing
+from instance_aware.filters import base
+from instance_aware.request import PATCH_V20, PATCH_V21, Request
+from instance_aware.store import errors as store_errors
+from instance_aware.store import models
+from instance_aware.store.records import RelationFields
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+LOG = logging.getLogger(__name__)
+
+#: Environ key: image ids whose row a filter of this request began.
+BEGUN = 'instance_aware.begun'
+_UUID_PATTERN = (
+    r'^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}'
+    r'-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$')
+
+
+def _json(response: webob.Response) -> Any:
+    if response.content_type != 'application/json':
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        return None
+
+
+def _set_json(response: webob.Response, document: Any) -> None:
+    response.body = json.dumps(document, ensure_ascii=False).encode('utf-8')
+
+
+class CapturingFilter(base.Filter):
+    """Base of filters that capture a set of image properties."""
+
+    ROUTES = frozenset({'images', 'image'})
+    #: ``ia_properties.concern`` of this filter's rows.
+    CONCERN: ClassVar[str]
+    #: Rule to read the captured keys of an image.
+    READ_RULE: ClassVar[str]
+    #: Request headers that assert values: header environ key -> property.
+    HEADERS: ClassVar[Mapping[str, str]] = {}
+
+    # -- what subclasses define -------------------------------------------
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """The property names this filter captures."""
+        raise NotImplementedError
+
+    def validate(self, req: Request, values: Mapping[str, str],
+                 previous: Mapping[str, str] | None) -> None:
+        """Refuse (4xx) values that must not be stored.
+
+        Called before the registry is asked anything, with the values the
+        image had before (``None`` on create).
+        """
+
+    def relation(self, req: Request, owner: str | None,
+                 values: Mapping[str, str],
+                 previous: RelationFields | None) -> RelationFields | None:
+        """The indexed relation to keep with ``values`` (if any)."""
+        return None
+
+    # -- request flow ------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        for header, key in self.HEADERS.items():
+            value = environ.pop(header, None)
+            if value is not None:
+                environ.setdefault('instance_aware.asserted', {})[key] = value
+        return super().__call__(environ, start_response)
+
+    def process_request(self, req: Request) -> webob.Response | None:
+        name, method = req.route.name, req.method
+        if name == 'images' and method == 'POST':
+            return self.create(req)
+        if name == 'images' and method in ('GET', 'HEAD'):
+            return self.index(req)
+        if name == 'image' and method in ('GET', 'HEAD'):
+            return self.show(req)
+        if name == 'image' and method == 'PATCH':
+            return self.update(req)
+        if name == 'image' and method == 'DELETE':
+            return self.delete(req)
+        return None
+
+    def asserted(self, req: Request) -> dict[str, str]:
+        """Values asserted by request headers for this filter's keys."""
+        found = req.environ.get('instance_aware.asserted', {})
+        return {k: v for k, v in found.items() if k in self.keys}
+
+    # -- give back ---------------------------------------------------------
+
+    def readable(self, req: Request, owner: str | None,
+                 cache: dict[str | None, bool] | None = None) -> bool:
+        """Whether the caller may read this concern's keys of ``owner``."""
+        if cache is not None and owner in cache:
+            return cache[owner]
+        allowed = self.allowed(req, self.READ_RULE, owner)
+        if cache is not None:
+            cache[owner] = allowed
+        return allowed
+
+    def give_back(self, req: Request, images: list[dict[str, Any]]
+                  ) -> None:
+        """Put stored values into readable images, strip them elsewhere."""
+        cache: dict[str | None, bool] = {}
+        readable = {
+            img['id'] for img in images
+            if isinstance(img, dict) and isinstance(img.get('id'), str)
+            and self.readable(req, img.get('owner'), cache)}
+        stored = self.records.load(readable, self.CONCERN) \
+            if readable else {}
+        for image in images:
+            if not isinstance(image, dict):
+                continue
+            image_id = image.get('id')
+            if image_id not in readable:
+                capture.strip_from(image, self.keys)
+            elif image_id in stored:
+                capture.merge_into(image, stored[image_id].values)
+
+    def _give_back_response(self, req: Request,
+                            response: webob.Response) -> webob.Response:
+        document = _json(response)
+        if isinstance(document, dict) and 'id' in document:
+            self.give_back(req, [document])
+            _set_json(response, document)
+        return response
+
+    def show(self, req: Request) -> webob.Response:
+        response = req.get_response(self.application)
+        if response.status_int != 200 or req.method == 'HEAD':
+            return response
+        return self._give_back_response(req, response)
+
+    # -- create ------------------------------------------------------------
+
+    def create(self, req: Request) -> webob.Response:
+        asserted = self.asserted(req)
+        if not req.has_json_body and not asserted:
+            return req.get_response(self.application)
+        body = req.read_json(self.config.max_json_body_size) \
+            if req.has_json_body else {}
+        if not isinstance(body, dict):
+            return req.get_response(self.application)
+        captured, forwarded = capture.split_create(body, self.keys)
+        captured.update(asserted)
+        if not captured:
+            return self._created(req, req.get_response(self.application),
+                                 None)
+        image_id = forwarded.get('id')
+        if image_id is None:
+            image_id = forwarded['id'] = str(uuid.uuid4())
+        if not isinstance(image_id, str) or not _is_uuid(image_id):
+            # Glance refuses the id itself; nothing to store.
+            req.replace_json(forwarded)
+            return req.get_response(self.application)
+        owner = forwarded.get('owner') or req.context.project_id
+        self.validate(req, captured, None)
+        begun: set[str] = req.environ.setdefault(BEGUN, set())
+        try:
+            self.records.begin(image_id, owner, self.CONCERN, captured,
+                               self.relation(req, owner, captured, None),
+                               joining=image_id in begun)
+        except store_errors.Conflict:
+            raise errors.conflict(
+                f'Image with identifier {image_id} already exists!'
+            ) from None
+        begun.add(image_id)
+        req.replace_json(forwarded)
+        try:
+            response = req.get_response(self.application)
+        except BaseException:
+            self._abort(image_id)
+            raise
+        if response.status_int != 201:
+            self._abort(image_id)
+            return response
+        return self._created(req, response, image_id)
+
+    def _abort(self, image_id: str) -> None:
+        try:
+            self.records.abort(image_id, self.CONCERN)
+        except store_errors.StoreError:
+            LOG.exception('Could not remove the pending record of image %s;'
+                          ' reconcile will', image_id)
+
+    def _created(self, req: Request, response: webob.Response,
+                 image_id: str | None) -> webob.Response:
+        document = _json(response)
+        if response.status_int != 201 or not isinstance(document, dict):
+            return response
+        if image_id is not None:
+            try:
+                self.records.commit(
+                    image_id, self.CONCERN, document.get('owner'),
+                    listing.parse_time(document.get('created_at')))
+            except store_errors.StoreError:
+                LOG.exception('Image %s was created but its record stays '
+                              'pending; reconcile will activate it',
+                              image_id)
+                return response
+        self.give_back(req, [document])
+        _set_json(response, document)
+        return response
+
+    # -- update ------------------------------------------------------------
+
+    def update(self, req: Request) -> webob.Response:
+        media_type = req.content_type
+        asserted = self.asserted(req)
+        if media_type not in (PATCH_V20, PATCH_V21):
+            return req.get_response(self.application)
+        document = req.read_json(self.config.max_json_body_size)
+        if not isinstance(document, list):
+            return req.get_response(self.application)
+        operations, forwarded = capture.split_patch(document, media_type,
+                                                    self.keys)
+        operations += [capture.Operation('add', k, v)
+                       for k, v in asserted.items()]
+        if not operations:
+            return self._give_back_response(
+                req, req.get_response(self.application))
+        image_id = req.route.image_id
+        assert image_id is not None
+        stored = self.records.get(image_id, self.CONCERN)
+        current = stored.values if stored and (
+            stored.state == models.ACTIVE) else {}
+        try:
+            values = capture.apply_operations(current, operations,
+                                              PATCH_V21 if media_type ==
+                                              PATCH_V21 else PATCH_V20)
+        except webob.exc.HTTPConflict as conflict:
+            # Say 409 only to a caller who may update the image at all.
+            probe = self._probe(req, operations[0].key)
+            if probe.status_int in (200, 409):
+                raise conflict from None
+            return probe
+        self.validate(req, values, current)
+        if forwarded:
+            req.replace_json(forwarded)
+            response = req.get_response(self.application)
+        else:
+            response = self._probe(req, operations[0].key)
+            if response.status_int == 409:
+                response = self.subrequest(req, 'GET',
+                                           f'/v2/images/{image_id}')
+        if response.status_int != 200:
+            return response
+        image = _json(response)
+        if not isinstance(image, dict):
+            return response
+        owner = image.get('owner')
+        try:
+            self.records.replace(
+                image_id, self.CONCERN, owner, values,
+                self.relation(req, owner, values,
+                              stored.relation if stored else None),
+                listing.parse_time(image.get('created_at')))
+        except store_errors.StoreUnavailable:
+            LOG.exception('Image %s updated without its captured keys',
+                          image_id)
+            return errors.unavailable(
+                'The registry applied the other changes, but the '
+                'instance-aware properties could not be saved: the '
+                'mapping database is unavailable.  Retry the request.')
+        self.give_back(req, [image])
+        response.status_int = 200
+        _set_json(response, image)
+        return response
+
+    def _probe(self, req: Request, key: str) -> webob.Response:
+        """Ask the registry whether the caller may update the image.
+
+        Removing a property the registry does not have is refused with 403
+        (or 404) before it is found missing (409), and changes nothing.
+        Captured keys are exactly the properties the registry never has.
+        """
+        pointer = '/' + key.replace('~', '~0').replace('/', '~1')
+        return self.subrequest(
+            req, 'PATCH', f'/v2/images/{req.route.image_id}',
+            [{'op': 'remove', 'path': pointer}], PATCH_V21)
+
+    # -- delete ------------------------------------------------------------
+
+    def delete(self, req: Request) -> webob.Response:
+        image_id = req.route.image_id
+        assert image_id is not None
+        stored = self.records.get(image_id, self.CONCERN)  # 503 if down
+        response = req.get_response(self.application)
+        if response.status_int == 204 and stored is not None:
+            try:
+                self.records.mark_deleted(image_id)
+            except store_errors.StoreError:
+                LOG.exception('Image %s was deleted but its record is not '
+                              'marked; reconcile will', image_id)
+        return response
+
+    # -- list --------------------------------------------------------------
+
+    def index(self, req: Request) -> webob.Response:
+        query = listing.Query.parse(list(req.GET.items()), self.keys)
+        if not query.captured:
+            return self._give_back_list(
+                req, req.get_response(self.application), None)
+        projects = self.filter_scope(req)
+        descending = True
+        plan = None
+        if projects is not None and len(projects) == 1 and (
+                not self.allowed(req, 'instance_aware:context_is_admin',
+                                 None)):
+            plan = listing.fast_plan(query, *self._limits())
+            descending = plan.descending if plan else True
+        matches = self.records.matching(query.captured, projects,
+                                        descending) if (
+            projects is None or projects) else []
+        if plan is not None:
+            fast = self._fast_list(req, query, plan, matches)
+            if fast is not None:
+                return fast
+        return self._slow_list(req, query, [m[0] for m in matches])
+
+    def filter_scope(self, req: Request) -> list[str] | None:
+        """Owners whose stored values may answer the caller's filters.
+
+        ``None`` means every project (the caller may read any project's
+        keys); an empty list means none, so the filter matches nothing.
+        """
+        own = req.context.project_id
+        foreign = f'not-{own}'
+        if self.allowed(req, self.READ_RULE, foreign):
+            return None
+        if own and self.allowed(req, self.READ_RULE, own):
+            return [own]
+        return []
+
+    def _limits(self) -> tuple[int, int]:
+        conf = self.oslo_conf
+        try:
+            return int(conf.limit_param_default), int(conf.api_limit_max)
+        except (cfg.NoSuchOptError, AttributeError):
+            return 25, 1000
+
+    def _slow_list(self, req: Request, query: listing.Query,
+                   ids: list[str]) -> webob.Response:
+        wanted = ids
+        client_ids = query.single().get('id')
+        if client_ids is not None:
+            operator, sep, rest = client_ids.partition(':')
+            given = (rest.split(',') if sep and operator == 'in'
+                     else [rest] if sep and operator == 'eq'
+                     else [client_ids])
+            keep = set(given)
+            wanted = [i for i in ids if i in keep]
+        forwarded = query.forwarded({'id': 'in:' + ','.join(wanted)})
+        sub = req.copy_get()
+        sub.query_string = urllib.parse.urlencode(forwarded)
+        response = sub.get_response(self.application)
+        return self._give_back_list(req, response, query)
+
+    def _give_back_list(self, req: Request, response: webob.Response,
+                        query: listing.Query | None) -> webob.Response:
+        document = _json(response)
+        if response.status_int != 200 or not isinstance(document, dict):
+            return response
+        images = document.get('images')
+        if isinstance(images, list):
+            self.give_back(req, images)
+        if query is not None:
+            marker = listing.marker_of(document.get('next'))
+            document.update(listing.links(query, marker))
+            if marker is None:
+                document.pop('next', None)
+        _set_json(response, document)
+        return response
+
+    def _fast_list(self, req: Request, query: listing.Query,
+                   plan: listing.FastPlan,
+                   matches: list[tuple[str, Any]]
+                   ) -> webob.Response | None:
+        stamps = [m[1] for m in matches]
+        if None in stamps or len(set(stamps)) != len(stamps):
+            return None  # unknown or tied created_at: Glance must order
+        ids = [m[0] for m in matches]
+        stamp_of = dict(matches)
+        start = 0
+        if plan.marker is not None:
+            if plan.marker not in ids:
+                return None
+            start = ids.index(plan.marker) + 1
+        page: list[dict[str, Any]] = []
+        for image_id in ids[start:]:
+            if len(page) >= plan.limit:
+                break
+            shown = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
+            if shown.status_int == 404:
+                continue
+            image = _json(shown)
+            if shown.status_int != 200 or not isinstance(image, dict):
+                return None
+            if listing.parse_time(image.get('created_at')) != (
+                    stamp_of[image_id]):
+                return None  # our order is stale: let Glance order
+            if plan.predicate(image):
+                page.append(image)
+        self.give_back(req, page)
+        next_marker = page[-1]['id'] if page and (
+            len(page) == plan.limit) else None
+        response = webob.Response(status=200)
+        response.content_type = 'application/json'
+        response.charset = None
+        response.body = listing.list_body(page, query, next_marker)
+        return response
+
+
+def _is_uuid(value: str) -> bool:
+    return re.match(_UUID_PATTERN, value) is not None

@@ -1,0 +1,99 @@
+"""Filter ``instance_metadata``: instance relations of images.
+
+Captures the instance keys Nova sets on snapshots and backups
+(``instance_uuid``, ``image_type``, ``backup_type``, ...; option
+``instance_keys``) from image creates and updates, and the
+``X-Instance-UUID`` / ``X-Nova-Installation-UUID`` request headers.  They
+are kept in the mapping store, stripped before the registry sees them and
+given back to callers allowed by ``instance_aware:get_instance_metadata``.
+
+Trust: a relation always belongs to the project that owns the image, so a
+user relating an image to somebody else's instance only ever affects
+answers given to their own project.  Assertions from callers passing
+``instance_aware:set_instance_metadata`` (by default a service token, as
+Nova sends) are recorded as *trusted*; the query API tells the two apart.
+
+The filter also serves the instance query API
+(:mod:`instance_aware.api.instances`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+
+import webob
+from oslo_utils import uuidutils
+
+from instance_aware import errors
+from instance_aware.api import instances as query_api
+from instance_aware.filters import capturing
+from instance_aware.request import Request
+from instance_aware.store import models
+from instance_aware.store.records import RelationFields
+
+INSTANCE_UUID = 'instance_uuid'
+INSTALLATION_UUID = 'nova_installation_uuid'
+_UUID_KEYS = (INSTANCE_UUID, INSTALLATION_UUID)
+
+
+class InstanceMetadataFilter(capturing.CapturingFilter):
+    """Capture, strip, store and give back instance relations."""
+
+    ROUTES = frozenset({'images', 'image', 'image_instance',
+                        'instance_images'})
+    CONCERN = models.INSTANCE
+    READ_RULE = 'instance_aware:get_instance_metadata'
+    HEADERS = {'HTTP_X_INSTANCE_UUID': INSTANCE_UUID,
+               'HTTP_X_NOVA_INSTALLATION_UUID': INSTALLATION_UUID}
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(self.config.instance_keys) | set(_UUID_KEYS)
+
+    def process_request(self, req: Request) -> webob.Response | None:
+        if req.route.name in ('image_instance', 'instance_images'):
+            return query_api.handle(self, req)
+        return super().process_request(req)
+
+    def validate(self, req: Request, values: Mapping[str, str],
+                 previous: Mapping[str, str] | None) -> None:
+        for key in _UUID_KEYS:
+            value = values.get(key)
+            if value is not None and not uuidutils.is_uuid_like(value):
+                raise errors.bad_request(
+                    f"Invalid value for property '{key}': '{value}' is "
+                    'not a UUID.')
+
+    def relation(self, req: Request, owner: str | None,
+                 values: Mapping[str, str],
+                 previous: RelationFields | None) -> RelationFields | None:
+        """The relation; who asserted it changes only with its fields.
+
+        Changing another captured key (``boot_roles``, say) keeps the
+        relation's trust; changing the instance, installation or types
+        records the new asserter and whether the new caller is trusted.
+        """
+        if not values:
+            return None
+        fields = RelationFields(
+            instance_uuid=_canonical(values.get(INSTANCE_UUID)),
+            installation_uuid=_canonical(values.get(INSTALLATION_UUID)),
+            image_type=values.get('image_type'),
+            backup_type=values.get('backup_type'),
+            trusted=False, asserted_by=None)
+        if previous is not None and dataclasses.replace(
+                previous, trusted=False, asserted_by=None) == fields:
+            return previous
+        return dataclasses.replace(
+            fields, asserted_by=req.context.user_id,
+            trusted=self.allowed(req, 'instance_aware:set_instance_metadata',
+                                 owner))
+
+
+def _canonical(value: str | None) -> str | None:
+    """UUIDs are indexed in their canonical lower-case dashed form."""
+    if value is None or not uuidutils.is_uuid_like(value):
+        return value
+    return str(uuid.UUID(value))
