@@ -1,0 +1,101 @@
+"""Repair what a crash or a bypass left between the store and the registry.
+
+* A row still ``pending`` after ``pending_age`` seconds means the stack
+  stopped between writing it and hearing the registry: if the registry has
+  the image, the row becomes active; otherwise it is removed.
+* An ``active`` row whose image the registry no longer has (deleted while
+  the stack was bypassed or its database down) is marked deleted and kept
+  as history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from instance_aware import listing
+from instance_aware.registry import RegistryClient
+from instance_aware.store import models
+from instance_aware.store.records import Records
+
+
+@dataclasses.dataclass
+class Summary:
+    checked: int = 0
+    activated: int = 0
+    discarded: int = 0
+    marked_deleted: int = 0
+
+    def lines(self, dry_run: bool) -> list[str]:
+        verb = 'would be' if dry_run else 'were'
+        return [
+            f'{self.checked} records checked against the registry',
+            f'{self.activated} pending records {verb} activated',
+            f'{self.discarded} pending records {verb} discarded',
+            f'{self.marked_deleted} records of deleted images {verb} '
+            'marked deleted',
+        ]
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total = max(total, 1)
+        self.stream = stream
+        self.done = 0
+        self.enabled = stream.isatty()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if not self.enabled:
+            return
+        width = 40
+        filled = int(width * min(self.done, self.total) / self.total)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
+                          f'{self.done}/{self.total}')
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write('\n')
+
+
+def reconcile(records: Records, registry: RegistryClient, *,
+              dry_run: bool = False, batch_size: int = 100,
+              pending_age: int = 600,
+              progress: Callable[[int], Progress] = Progress) -> Summary:
+    """Compare the store with the registry and repair the differences."""
+    summary = Summary()
+    cutoff = models.utcnow() - datetime.timedelta(seconds=pending_age)
+    pending = records.pending(cutoff)
+    bar = progress(len(pending) + records.count(models.ACTIVE))
+    for image_id in pending:
+        image = registry.show(image_id)
+        summary.checked += 1
+        if image is None:
+            summary.discarded += 1
+        else:
+            summary.activated += 1
+        if not dry_run:
+            records.settle_pending(
+                image_id, image is not None,
+                image.get('owner') if image else None,
+                listing.parse_time(image.get('created_at'))
+                if image else None)
+        bar.advance(1)
+    for batch in records.active_batches(batch_size):
+        present = registry.present(batch)
+        summary.checked += len(batch)
+        for image_id in batch:
+            if image_id in present:
+                continue
+            summary.marked_deleted += 1
+            if not dry_run:
+                records.mark_deleted(image_id)
+        bar.advance(len(batch))
+    bar.close()
+    return summary

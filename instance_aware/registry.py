@@ -1,0 +1,124 @@
+"""Talking to the registry from outside its pipeline (operator commands).
+
+``instance-aware-manage reconcile`` compares the store with what Glance
+holds.  It calls Glance's API as an administrator, with credentials from the
+``[instance_aware_registry]`` group (keystoneauth options, as every
+OpenStack service configures its clients), or, for a header-trusting local
+deployment only (``instance-aware serve``), with trusted identity headers.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import plugin as ks_plugin
+from keystoneauth1 import session as ks_session
+from oslo_config import cfg
+
+GROUP = 'instance_aware_registry'
+
+OPTS: list[cfg.Opt] = [
+    cfg.URIOpt(
+        'endpoint',
+        help='Image API endpoint (for example http://glance:9292).  Unset: '
+             'taken from the service catalog (service type ``image``).'),
+    cfg.StrOpt(
+        'interface',
+        default='internal',
+        help='Catalog interface used when ``endpoint`` is unset.'),
+    cfg.BoolOpt(
+        'trusted_headers',
+        default=False,
+        help='Send X-Identity-Status/X-Roles headers instead of a token.  '
+             'Only for a local registry whose pipeline trusts them (no '
+             'authtoken), such as ``instance-aware serve``; never in '
+             'production.'),
+]
+
+
+class TrustedHeaders(ks_plugin.BaseAuthPlugin):
+    """An administrator identity asserted by headers, with no token."""
+
+    def get_headers(self, session: Any, **kwargs: Any) -> dict[str, str]:
+        return {'X-Identity-Status': 'Confirmed', 'X-Roles': 'admin',
+                'X-Project-Id': 'instance-aware', 'X-User-Id':
+                'instance-aware-manage'}
+
+    def get_endpoint(self, session: Any, **kwargs: Any) -> None:
+        return None
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(OPTS, group=GROUP)
+    ks_loading.register_session_conf_options(conf, GROUP)
+    ks_loading.register_auth_conf_options(conf, GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    opts = copy.deepcopy(OPTS)
+    opts += ks_loading.get_session_conf_options()
+    opts += ks_loading.get_auth_common_conf_options()
+    return [(GROUP, opts)]
+
+
+class RegistryClient:
+    """The few registry calls reconcile needs."""
+
+    def __init__(self, session: ks_session.Session, endpoint: str,
+                 timeout: float = 30) -> None:
+        self.session = session
+        self.endpoint = endpoint.rstrip('/')
+        self.timeout = timeout
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts,
+                  endpoint: str | None = None) -> RegistryClient:
+        register_opts(conf)
+        group = conf[GROUP]
+        auth: ks_plugin.BaseAuthPlugin | None
+        if group.trusted_headers:
+            auth = TrustedHeaders()
+        else:
+            auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
+        session = ks_loading.load_session_from_conf_options(conf, GROUP,
+                                                            auth=auth)
+        url = endpoint or group.endpoint or session.get_endpoint(
+            service_type='image', interface=group.interface)
+        if not url:
+            raise ValueError('No image API endpoint: set '
+                             f'[{GROUP}] endpoint or configure auth.')
+        return cls(session, url)
+
+    def _get(self, path: str, **params: str) -> Any:
+        response = self.session.get(
+            self.endpoint + path, params=params, raise_exc=False,
+            timeout=self.timeout, headers={'Accept': 'application/json'})
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def show(self, image_id: str) -> dict[str, Any] | None:
+        """The image, or ``None`` if the registry no longer has it."""
+        image = self._get(f'/v2/images/{image_id}')
+        return image if isinstance(image, dict) else None
+
+    def present(self, image_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Which of ``image_ids`` the registry still has (two lists per
+        batch: hidden and not; shows for the rest, e.g. killed images)."""
+        found: dict[str, dict[str, Any]] = {}
+        for hidden in ('false', 'true'):
+            listed = self._get('/v2/images', id='in:' + ','.join(image_ids),
+                               visibility='all', os_hidden=hidden,
+                               member_status='all',
+                               limit=str(len(image_ids)))
+            for image in (listed or {}).get('images', []):
+                found[image['id']] = image
+        for image_id in image_ids:
+            if image_id not in found:
+                image = self.show(image_id)
+                if image is not None:
+                    found[image_id] = image
+        return found
