@@ -92,8 +92,13 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """Options for ``oslo-config-generator`` (deep copies, never shared)."""
-    return [(GROUP, copy.deepcopy(OPTS))]
+    """Options for ``oslo-config-generator`` (deep copies, never shared).
+
+    Includes the registry client group the manage command reads.
+    """
+    from instance_aware import registry  # keystoneauth only when listing
+
+    return [(GROUP, copy.deepcopy(OPTS)), *registry.list_opts()]
 
 
 class FilterConfig(Mapping[str, Any]):

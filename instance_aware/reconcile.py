@@ -73,6 +73,17 @@ def reconcile(records: Records, registry: RegistryClient, *,
     cutoff = models.utcnow() - datetime.timedelta(seconds=pending_age)
     pending = records.pending(cutoff)
     bar = progress(len(pending) + records.count(models.ACTIVE))
+    # Active rows first: a pending row settled below is not checked twice.
+    for batch in records.active_batches(batch_size):
+        present = registry.present(batch)
+        summary.checked += len(batch)
+        for image_id in batch:
+            if image_id in present:
+                continue
+            summary.marked_deleted += 1
+            if not dry_run:
+                records.mark_deleted(image_id)
+        bar.advance(len(batch))
     for image_id in pending:
         image = registry.show(image_id)
         summary.checked += 1
@@ -87,15 +98,5 @@ def reconcile(records: Records, registry: RegistryClient, *,
                 listing.parse_time(image.get('created_at'))
                 if image else None)
         bar.advance(1)
-    for batch in records.active_batches(batch_size):
-        present = registry.present(batch)
-        summary.checked += len(batch)
-        for image_id in batch:
-            if image_id in present:
-                continue
-            summary.marked_deleted += 1
-            if not dry_run:
-                records.mark_deleted(image_id)
-        bar.advance(len(batch))
     bar.close()
     return summary

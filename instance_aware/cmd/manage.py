@@ -11,6 +11,10 @@
 ``generate-installation-uuid``
     A fresh UUID identifying one Nova installation, for the deployer to
     configure on that installation's side (``X-Nova-Installation-UUID``).
+``reconcile [--dry-run] [--batch-size N] [--pending-age S] [--endpoint URL]``
+    Compare the mapping database with Glance and repair what a crash
+    between the two writes, or a deletion that bypassed the stack, left
+    behind.  Glance is reached as configured in ``[instance_aware_registry]``.
 
 The database is the one the filters use: ``[instance_aware] connection``
 (unset: the SQLite file in ``state_path``).  Without ``--config-file``,
@@ -32,13 +36,18 @@ import uuid
 from collections.abc import Iterator
 
 import alembic.util
+import requests
 import sqlalchemy as sa
+from keystoneauth1 import exceptions as ks_exceptions
 from oslo_config import cfg
 from sqlalchemy.engine import make_url
 
 from instance_aware import conf as ia_conf
+from instance_aware import reconcile as ia_reconcile
+from instance_aware import registry
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import errors, migration
+from instance_aware.store.records import Records
 
 PROG = 'instance-aware-manage'
 
@@ -157,6 +166,48 @@ def generate_installation_uuid(conf: cfg.ConfigOpts) -> int:
     return 0
 
 
+def reconcile(conf: cfg.ConfigOpts) -> int:
+    """Repair the store against the registry; print a summary."""
+    options = conf.command
+    try:
+        client = registry.RegistryClient.from_conf(conf, options.endpoint)
+    except (ValueError, ks_exceptions.ClientException) as exc:
+        raise CommandError(f'registry: {exc}') from exc
+    settings = ia_conf.FilterConfig(conf)
+    with _database(conf) as engine:
+        records = Records(ia_engine.Database(engine),
+                          settings['registry_id'])
+        try:
+            summary = ia_reconcile.reconcile(
+                records, client, dry_run=options.dry_run,
+                batch_size=options.batch_size,
+                pending_age=options.pending_age)
+        except (ks_exceptions.ClientException,
+                requests.RequestException) as exc:
+            raise CommandError(
+                f'registry {client.endpoint}: {exc}; nothing after the '
+                'last completed batch was changed') from exc
+    if options.dry_run:
+        print('Dry run: nothing was changed.')
+    for line in summary.lines(options.dry_run):
+        print(line)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value} is not positive')
+    return value
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{value} is negative')
+    return value
+
+
 def add_command_parsers(
         subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
@@ -176,6 +227,20 @@ def add_command_parsers(
         'generate-installation-uuid',
         help='print a new UUID identifying a Nova installation')
     installation.set_defaults(run=generate_installation_uuid)
+    repair = subparsers.add_parser(
+        'reconcile', help='repair the mapping database against Glance')
+    repair.add_argument('--dry-run', action='store_true',
+                        help='report what would change, change nothing')
+    repair.add_argument('--batch-size', type=_positive, default=100,
+                        help='images asked of Glance per request '
+                             '(default: %(default)s)')
+    repair.add_argument('--pending-age', type=_not_negative, default=600,
+                        help='seconds after which a pending record counts '
+                             'as abandoned (default: %(default)s)')
+    repair.add_argument('--endpoint', default=None,
+                        help='image API URL, overriding '
+                             '[instance_aware_registry] endpoint')
+    repair.set_defaults(run=reconcile)
 
 
 def _default_config_files() -> list[str]:
@@ -199,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     conf = cfg.ConfigOpts()
     ia_conf.register_opts(conf)
+    registry.register_opts(conf)
     conf.register_cli_opt(cfg.SubCommandOpt(
         'command', title='Commands', handler=add_command_parsers))
     try:
