@@ -70,6 +70,31 @@ def _stored(image: models.Image, concern: str) -> Stored:
         deleted_at=image.deleted_at)
 
 
+#: Keys whose values identify few images, most selective first; any other
+#: key ranks after these, and the keys with a handful of distinct values
+#: (``image_type``, ``backup_type``, ...) last.
+SELECTIVITY = ('instance_uuid', 'nova_installation_uuid', 'base_image_ref',
+               'user_id', 'owner_id', 'owner_user_name')
+_LEAST_SELECTIVE = ('image_state', 'backup_type', 'image_type')
+
+
+def _rank(name: str) -> tuple[int, int]:
+    if name in SELECTIVITY:
+        return (0, SELECTIVITY.index(name))
+    if name in _LEAST_SELECTIVE:
+        return (2, _LEAST_SELECTIVE.index(name))
+    return (1, 0)
+
+
+def _value_equals(prop: Any, name: str, value: str) -> list[Any]:
+    """Conditions for ``name == value`` that use the value index."""
+    conditions = [prop.name == name,
+                  prop.value_index == value[:models.INDEXED_VALUE_LENGTH]]
+    if len(value) > models.INDEXED_VALUE_LENGTH:
+        conditions.append(prop.value == value)
+    return conditions
+
+
 class Records:
     """Captured properties of the images of one registry."""
 
@@ -100,10 +125,13 @@ class Records:
         ids = list(dict.fromkeys(image_ids))
         with self.db.session() as session:
             for start in range(0, len(ids), 500):
-                query = self._select(ids[start:start + 500]).where(
-                    models.Image.state.in_(list(states)))
+                # States are checked here, not in SQL: a planner without
+                # statistics would pick the state index (most rows are
+                # active) over the unique (registry, image id) one.
+                query = self._select(ids[start:start + 500])
                 for image in session.scalars(query):
-                    found[image.image_id] = _stored(image, concern)
+                    if image.state in states:
+                        found[image.image_id] = _stored(image, concern)
         return found
 
     def get(self, image_id: str, concern: str) -> Stored | None:
@@ -229,22 +257,29 @@ class Records:
 
         ``projects`` limits the owners (``None``: every project).  Ordered
         as the registry orders by default (``created_at``, then ``id``).
-        Each filter is one lookup on ``ix_ia_properties_name_value``.
+
+        The most selective filter (by :data:`SELECTIVITY`) drives the query
+        through ``ix_ia_properties_name_value``; the others are checked per
+        candidate.  Left to itself, a planner without value statistics
+        (SQLite) may start from ``image_type=backup``, which matches most
+        of a cloud's images.
         """
+        ordered = sorted(filters.items(), key=lambda item: _rank(item[0]))
+        (name, value), rest = ordered[0], ordered[1:]
         query = sa.select(models.Image.image_id,
                           models.Image.image_created_at).where(
+            models.Image.id.in_(
+                sa.select(models.Property.image_ref).where(
+                    *_value_equals(models.Property, name, value))),
             models.Image.registry_id == self.registry_id,
             models.Image.state == models.ACTIVE)
         if projects is not None:
             query = query.where(models.Image.project_id.in_(list(projects)))
-        for name, value in filters.items():
+        for name, value in rest:
             prop = orm.aliased(models.Property)
-            condition = sa.and_(
-                prop.image_ref == models.Image.id, prop.name == name,
-                prop.value_index == value[:models.INDEXED_VALUE_LENGTH])
-            if len(value) > models.INDEXED_VALUE_LENGTH:
-                condition = sa.and_(condition, prop.value == value)
-            query = query.join(prop, condition)
+            query = query.where(sa.exists().where(
+                prop.image_ref == models.Image.id,
+                *_value_equals(prop, name, value)))
         order = sa.desc if descending else sa.asc
         query = query.order_by(order(models.Image.image_created_at),
                                order(models.Image.image_id))
@@ -273,21 +308,24 @@ class Records:
         """
         newest = sa.func.coalesce(models.Image.image_created_at,
                                   models.Image.created_at)
-        query = sa.select(models.Image, newest).join(
-            models.Relation, models.Relation.image_ref == models.Image.id
-        ).where(models.Relation.instance_uuid == instance_uuid,
-                models.Image.registry_id == self.registry_id)
-        states = [models.ACTIVE] + ([models.DELETED] if include_deleted
-                                    else [])
-        query = query.where(models.Image.state.in_(states))
-        if projects is not None:
-            query = query.where(models.Image.project_id.in_(list(projects)))
+        related = sa.select(models.Relation.image_ref).where(
+            models.Relation.instance_uuid == instance_uuid)
         for column, value in ((models.Relation.image_type, image_type),
                               (models.Relation.backup_type, backup_type),
                               (models.Relation.installation_uuid,
                                installation_uuid)):
             if value is not None:
-                query = query.where(column == value)
+                related = related.where(column == value)
+        # Driven by the instance index whatever the planner thinks of the
+        # project and state indexes (SQLite keeps no value statistics).
+        query = sa.select(models.Image, newest).where(
+            models.Image.id.in_(related),
+            models.Image.registry_id == self.registry_id)
+        states = [models.ACTIVE] + ([models.DELETED] if include_deleted
+                                    else [])
+        query = query.where(models.Image.state.in_(states))
+        if projects is not None:
+            query = query.where(models.Image.project_id.in_(list(projects)))
         with self.db.session() as session:
             if marker is not None:
                 anchor = session.execute(

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Nova's backup-rotation listing and the query API at scale.
+
+Loads ``--images`` images into a real Glance 33 database and the same
+instance relations into the stack's store (bulk SQL, not the API), serves
+that Glance twice in one process (with the stack, and bare), then times,
+interleaved and over HTTP on 127.0.0.1:
+
+* ``bare``: bare Glance answering Nova's ``_rotate_backups`` listing
+  (``?image_type=backup&backup_type=daily&instance_uuid=X&limit=200&
+  sort_key=created_at&sort_dir=desc``) from the image properties it stores;
+* ``stack``: the same request through the stack, whose Glance never saw
+  those keys (they live in the indexed mapping table);
+* ``query``: ``GET /v2/instances/X/images?image_type=backup&
+  backup_type=daily`` served by the stack.
+
+Every bare answer is compared with the stack's: the run fails if any
+differs.  Usage::
+
+    .venv/bin/python bench/rotation.py --images 1000000 --backend sqlite
+    .venv/bin/python bench/rotation.py --images 1000000 --backend postgresql
+
+Each image belongs to one of ``--projects`` projects; each instance has
+ten images (seven daily and two weekly backups, one snapshot), all
+private, with distinct creation times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+
+from instance_aware.local import glance, identity
+from instance_aware.local.server import GlanceServer
+from instance_aware.store import migration, models
+
+PER_INSTANCE = 10
+KINDS = (['backup'] * 9) + ['snapshot']
+BACKUP_TYPES = (['daily'] * 7) + (['weekly'] * 2) + [None]
+CHUNK = 20_000
+BASE_TIME = datetime.datetime(2020, 1, 1)
+PG_ADMIN = 'postgresql://postgres@127.0.0.1:5432/postgres'
+PG_DATABASES = ('ia_bench_glance', 'ia_bench_store')
+
+
+def image_id(number: int) -> str:
+    return str(uuid.UUID(int=(0xB << 124) + number))
+
+
+def instance_uuid(number: int) -> str:
+    return str(uuid.UUID(int=(0xC << 124) + number, version=4))
+
+
+def project_of(instance: int, projects: int) -> str:
+    return f'project{instance % projects:05d}'
+
+
+def rows(images: int, projects: int) -> Iterator[dict[str, Any]]:
+    """One dict per image with everything both databases need."""
+    for number in range(images):
+        instance, slot = divmod(number, PER_INSTANCE)
+        yield {
+            'number': number,
+            'id': image_id(number),
+            'owner': project_of(instance, projects),
+            'created_at': BASE_TIME + datetime.timedelta(seconds=number),
+            'instance_uuid': instance_uuid(instance),
+            'image_type': KINDS[slot],
+            'backup_type': BACKUP_TYPES[slot],
+        }
+
+
+def chunks(images: int, projects: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows(images, projects):
+        chunk.append(row)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _keys(row: dict[str, Any]) -> dict[str, str]:
+    keys = {'instance_uuid': row['instance_uuid'],
+            'image_type': row['image_type']}
+    if row['backup_type']:
+        keys['backup_type'] = row['backup_type']
+    return keys
+
+
+def load_glance(url: str, images: int, projects: int) -> None:
+    """Images with the instance keys as plain properties (bare Glance)."""
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine, only=['images', 'image_properties'])
+    images_t, props_t = meta.tables['images'], meta.tables['image_properties']
+    with engine.begin() as conn:
+        if engine.dialect.name == 'sqlite':
+            conn.exec_driver_sql('PRAGMA synchronous = OFF')
+        for chunk in chunks(images, projects):
+            conn.execute(images_t.insert(), [{
+                'id': r['id'], 'name': f"img-{r['number']}", 'size': 0,
+                'status': 'active', 'created_at': r['created_at'],
+                'updated_at': r['created_at'], 'deleted': False,
+                'disk_format': 'raw', 'container_format': 'bare',
+                'owner': r['owner'], 'min_disk': 0, 'min_ram': 0,
+                'protected': False, 'visibility': 'private',
+                'os_hidden': False} for r in chunk])
+            conn.execute(props_t.insert(), [{
+                'image_id': r['id'], 'name': name, 'value': value,
+                'created_at': r['created_at'], 'deleted': False}
+                for r in chunk for name, value in _keys(r).items()])
+    engine.dispose()
+
+
+def load_store(url: str, images: int, projects: int) -> None:
+    """The same relations in the stack's mapping table."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        if engine.dialect.name == 'sqlite':
+            conn.exec_driver_sql('PRAGMA synchronous = OFF')
+        for chunk in chunks(images, projects):
+            conn.execute(models.Image.__table__.insert(), [{
+                'id': r['number'] + 1, 'registry_id': 'default',
+                'image_id': r['id'], 'project_id': r['owner'],
+                'state': models.ACTIVE, 'image_created_at': r['created_at'],
+                'created_at': r['created_at'],
+                'updated_at': r['created_at']} for r in chunk])
+            conn.execute(models.Relation.__table__.insert(), [{
+                'image_ref': r['number'] + 1,
+                'instance_uuid': r['instance_uuid'],
+                'image_type': r['image_type'],
+                'backup_type': r['backup_type'], 'trusted': True,
+                'asserted_by': 'nova'} for r in chunk])
+            conn.execute(models.Property.__table__.insert(), [{
+                'image_ref': r['number'] + 1, 'concern': models.INSTANCE,
+                'name': name, 'value': value,
+                'value_index': value[:models.INDEXED_VALUE_LENGTH]}
+                for r in chunk for name, value in _keys(r).items()])
+        if engine.dialect.name == 'postgresql':
+            conn.exec_driver_sql(
+                "SELECT setval(pg_get_serial_sequence('ia_images', 'id'), "
+                '(SELECT max(id) FROM ia_images))')
+    engine.dispose()
+
+
+def _pg_url(database: str) -> str:
+    return f'postgresql://postgres@127.0.0.1:5432/{database}'
+
+
+def recreate_pg_databases() -> None:
+    engine = sa.create_engine(PG_ADMIN, isolation_level='AUTOCOMMIT')
+    with engine.connect() as conn:
+        for name in PG_DATABASES:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS {name}')
+            conn.exec_driver_sql(f'CREATE DATABASE {name}')
+    engine.dispose()
+
+
+def analyze(url: str) -> None:
+    engine = sa.create_engine(url, isolation_level='AUTOCOMMIT')
+    with engine.connect() as conn:
+        conn.exec_driver_sql('ANALYZE')
+    engine.dispose()
+
+
+def prepare_state(path: str, backend: str) -> tuple[str, str]:
+    """A state directory whose Glance and store use ``backend``."""
+    if backend == 'postgresql':
+        recreate_pg_databases()
+        glance_url, store_url = (_pg_url(name) for name in PG_DATABASES)
+        os.makedirs(os.path.join(path, 'glance-api.conf.d'), exist_ok=True)
+        with open(os.path.join(path, 'glance-api.conf.d', 'bench.conf'),
+                  'w', encoding='utf-8') as stream:
+            stream.write(f'[database]\nconnection = {glance_url}\n'
+                         f'[instance_aware]\nconnection = {store_url}\n')
+    state = glance.prepare(path)
+    if backend == 'postgresql':
+        engine = sa.create_engine(store_url)
+        migration.upgrade(engine)
+        engine.dispose()
+        return glance_url, store_url
+    return state.glance_db_url, state.instance_aware_db_url
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))
+    return ordered[index]
+
+
+def timed_get(session: requests.Session, url: str,
+              headers: dict[str, str], params: dict[str, str]
+              ) -> tuple[float, dict[str, Any]]:
+    start = time.perf_counter()
+    response = session.get(url, headers=headers, params=params, timeout=600)
+    elapsed = (time.perf_counter() - start) * 1000
+    if response.status_code != 200:
+        raise SystemExit(f'{url}: {response.status_code} {response.text}')
+    document: dict[str, Any] = response.json()
+    return elapsed, document
+
+
+def _answer(document: dict[str, Any]) -> list[tuple[str, ...]]:
+    """What Nova reads of a rotation listing: ids and keys, in order."""
+    return [(image['id'], image.get('instance_uuid'),
+             image.get('image_type'), image.get('backup_type'))
+            for image in document['images']]
+
+
+def measure(server: GlanceServer, args: argparse.Namespace
+            ) -> dict[str, list[float]]:
+    instances = args.images // PER_INSTANCE
+    rng = random.Random(args.seed)
+    picks = [rng.randrange(instances) for _ in range(args.samples)]
+    times: dict[str, list[float]] = {'stack': [], 'query': [], 'bare': []}
+    session = requests.Session()
+    for turn, instance in enumerate([*picks[:args.warmup], *picks]):
+        warm = turn < args.warmup
+        uuid_ = instance_uuid(instance)
+        headers = identity.identity_headers(
+            project_of(instance, args.projects))
+        rotation = {'image_type': 'backup', 'backup_type': 'daily',
+                    'instance_uuid': uuid_, 'limit': '200',
+                    'sort_key': 'created_at', 'sort_dir': 'desc'}
+        took, stacked = timed_get(session, server.url + '/v2/images',
+                                  headers, rotation)
+        expected = [image_id(instance * PER_INSTANCE + slot)
+                    for slot in reversed(range(7))]
+        got = [image['id'] for image in stacked['images']]
+        if got != expected:
+            raise SystemExit(f'stack answered {got}, expected {expected}')
+        if not warm:
+            times['stack'].append(took)
+        took, listed = timed_get(
+            session, f'{server.url}/v2/instances/{uuid_}/images', headers,
+            {'image_type': 'backup', 'backup_type': 'daily'})
+        if [e['image_id'] for e in listed['images']] != expected:
+            raise SystemExit(f'query API answered {listed}')
+        if not warm:
+            times['query'].append(took)
+        if not warm and len(times['bare']) < args.bare_samples:
+            took, bare = timed_get(session, server.bare_url + '/v2/images',
+                                   headers, rotation)
+            if _answer(bare) != _answer(stacked):
+                raise SystemExit('bare Glance and the stack differ for '
+                                 f'instance {uuid_}')
+            times['bare'].append(took)
+    session.close()
+    return times
+
+
+def report(times: dict[str, list[float]], args: argparse.Namespace,
+           load_seconds: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        'backend': args.backend, 'images': args.images,
+        'projects': args.projects, 'load_seconds': round(load_seconds, 1)}
+    print(f'\n{args.images:,} images, {args.projects} projects, '
+          f'{args.backend}; loaded in {load_seconds:.0f} s')
+    print(f"{'request':<34}{'n':>5}{'p50 ms':>10}{'p99 ms':>10}")
+    labels = {'bare': 'rotation listing, bare Glance',
+              'stack': 'rotation listing, through stack',
+              'query': 'query API (stack)'}
+    for name in ('bare', 'stack', 'query'):
+        samples = times[name]
+        p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+        summary[name] = {'n': len(samples), 'p50_ms': round(p50, 2),
+                         'p99_ms': round(p99, 2),
+                         'mean_ms': round(statistics.fmean(samples), 2)}
+        print(f'{labels[name]:<34}{len(samples):>5}{p50:>10.1f}'
+              f'{p99:>10.1f}')
+    bare50 = summary['bare']['p50_ms']
+    for name in ('stack', 'query'):
+        ratio = bare50 / summary[name]['p50_ms']
+        summary[name]['speedup_vs_bare_p50'] = round(ratio, 1)
+        print(f'{labels[name]}: {ratio:.1f}x faster than bare Glance (p50)')
+    print('every sampled answer of the stack equals bare Glance\'s')
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--images', type=int, default=100_000)
+    parser.add_argument('--projects', type=int, default=100)
+    parser.add_argument('--backend', choices=('sqlite', 'postgresql'),
+                        default='sqlite')
+    parser.add_argument('--samples', type=int, default=200,
+                        help='timed stack and query API requests')
+    parser.add_argument('--bare-samples', type=int, default=10,
+                        help='timed bare Glance requests (slow at scale)')
+    parser.add_argument('--warmup', type=int, default=10)
+    parser.add_argument('--seed', type=int, default=42)
+    parser.add_argument('--state-dir', help='default: a temporary one')
+    parser.add_argument('--json', help='also write the summary here')
+    args = parser.parse_args(argv)
+    if args.images < PER_INSTANCE * args.projects:
+        parser.error('--images must give every project an instance')
+    with tempfile.TemporaryDirectory(prefix='ia-bench-') as tmp:
+        path = args.state_dir or tmp
+        start = time.perf_counter()
+        glance_url, store_url = prepare_state(path, args.backend)
+        print(f'loading {args.images:,} images into Glance and the store',
+              file=sys.stderr)
+        load_glance(glance_url, args.images, args.projects)
+        load_store(store_url, args.images, args.projects)
+        if args.backend == 'postgresql':
+            analyze(glance_url)
+            analyze(store_url)
+        load_seconds = time.perf_counter() - start
+        with GlanceServer(path, workers=1, threads=4, access_log=False,
+                          max_lifetime=7200) as server:
+            times = measure(server, args)
+        summary = report(times, args, load_seconds)
+    if args.json:
+        with open(args.json, 'w', encoding='utf-8') as stream:
+            json.dump(summary, stream, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
