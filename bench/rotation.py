@@ -57,7 +57,7 @@ ORDINARY = (('os_distro', 'ubuntu'), ('os_version', '24.04'),
             ('hw_disk_bus', 'virtio'))
 CHUNK = 20_000
 BASE_TIME = datetime.datetime(2020, 1, 1)
-PG_ADMIN = 'postgresql://postgres@127.0.0.1:5432/postgres'
+PG_ADMIN = 'postgresql+psycopg2://postgres@127.0.0.1:5432/postgres'
 PG_DATABASES = ('ia_bench_glance', 'ia_bench_store')
 
 
@@ -168,7 +168,7 @@ def load_store(url: str, images: int, projects: int) -> None:
 
 
 def _pg_url(database: str) -> str:
-    return f'postgresql://postgres@127.0.0.1:5432/{database}'
+    return f'postgresql+psycopg2://postgres@127.0.0.1:5432/{database}'
 
 
 def recreate_pg_databases() -> None:
