@@ -76,6 +76,22 @@ OPTS: list[cfg.Opt] = [
              '``instance_aware:get_instance_metadata``.  The default is '
              'what Nova sets on snapshots and backups, plus the Nova '
              'installation UUID.'),
+    cfg.ListOpt(
+        'encryption_formats',
+        default=['luks', 'luks2', 'LUKSv1', 'LUKSv2'],
+        help='Accepted values of ``os_encrypt_format``.  The Glance spec '
+             '"Standardized image encryption" (2025.1) names LUKS as the '
+             "mechanism ('luks' as the disk format) and 'LUKSv1' as an "
+             'example of the specific format; the default accepts both '
+             'spellings of LUKS 1 and 2.'),
+    cfg.BoolOpt(
+        'image_conversion_enabled',
+        default=False,
+        help="Set when Glance's ``image_conversion`` import plugin is "
+             'enabled.  Glance no longer sees the encryption properties, so '
+             'the filter refuses (400) an import of an encrypted image that '
+             'the plugin would convert, as the encryption spec requires; '
+             'the image stays ``queued``.'),
     cfg.IntOpt(
         'max_json_body_size',
         default=1024 * 1024,

@@ -1,14 +1,182 @@
 """Filter ``encryption_properties``: LUKS image-encryption properties.
 
-Validates, stores and strips ``os_encrypt_*``, ``os_decrypt_*`` and the
-legacy ``cinder_encryption_key_*`` properties, gives them back to callers
-allowed to read them, and owns the key lifecycle through castellan.
+Captures the properties of the Glance spec "Standardized image encryption"
+(2025.1: ``os_encrypt_*``, ``os_decrypt_*``) and the legacy
+``cinder_encryption_key_*`` pair: validated, kept in the mapping store,
+stripped before the registry sees them, given back to callers allowed by
+``instance_aware:get_encryption_properties`` and filterable in lists like
+the instance keys.
+
+Glance 33 validates none of them; once they are stripped it cannot act on
+them either, so what it would do for an encrypted image is done here:
+the key and format are fixed once the image has data, and an import that
+Glance's conversion plugin would convert is refused (option
+``image_conversion_enabled``).
 """
 
 from __future__ import annotations
 
-from instance_aware.filters import base
+from collections.abc import Mapping
+
+import webob
+import webob.exc
+from oslo_utils import uuidutils
+
+from instance_aware import errors
+from instance_aware.filters import capturing
+from instance_aware.request import Request
+from instance_aware.store import models
+
+FORMAT = 'os_encrypt_format'
+CIPHER = 'os_encrypt_cipher'
+KEY_ID = 'os_encrypt_key_id'
+DELETION_POLICY = 'os_encrypt_key_deletion_policy'
+DECRYPT_CONTAINER_FORMAT = 'os_decrypt_container_format'
+DECRYPT_SIZE = 'os_decrypt_size'
+LEGACY_KEY_ID = 'cinder_encryption_key_id'
+LEGACY_DELETION_POLICY = 'cinder_encryption_key_deletion_policy'
+
+STANDARD = (FORMAT, CIPHER, KEY_ID, DELETION_POLICY,
+            DECRYPT_CONTAINER_FORMAT, DECRYPT_SIZE)
+LEGACY = (LEGACY_KEY_ID, LEGACY_DELETION_POLICY)
+KEYS = frozenset(STANDARD + LEGACY)
+DELETION_POLICIES = ('on_image_deletion', 'do_not_delete')
+#: What decides how the image's bytes are read: fixed once it has data.
+FIXED_WITH_DATA = (KEY_ID, FORMAT, LEGACY_KEY_ID)
+#: Import methods that only copy existing data (never converted).
+COPY_METHODS = frozenset({'copy-image'})
 
 
-class EncryptionPropertiesFilter(base.Filter):
+def problems(values: Mapping[str, str], formats: list[str]) -> list[str]:
+    """Why ``values`` cannot be stored, one sentence each (empty: valid)."""
+    found: list[str] = []
+    for key in (KEY_ID, LEGACY_KEY_ID):
+        value = values.get(key)
+        if value is not None and not uuidutils.is_uuid_like(value):
+            found.append(f"Invalid value for property '{key}': '{value}' "
+                         'is not a UUID.')
+    for key in (DELETION_POLICY, LEGACY_DELETION_POLICY):
+        value = values.get(key)
+        if value is not None and value not in DELETION_POLICIES:
+            found.append(f"Invalid value for property '{key}': '{value}' "
+                         f"is not one of {', '.join(DELETION_POLICIES)}.")
+    value = values.get(FORMAT)
+    if value is not None and value not in formats:
+        found.append(f"Invalid value for property '{FORMAT}': '{value}' "
+                     f"is not one of {', '.join(formats)}.")
+    value = values.get(DECRYPT_SIZE)
+    if value is not None and not (value.isascii() and value.isdigit()):
+        found.append(f"Invalid value for property '{DECRYPT_SIZE}': "
+                     f"'{value}' is not a non-negative integer.")
+    standard = [key for key in STANDARD if key in values]
+    for required in (KEY_ID, FORMAT) if standard else ():
+        if required not in values:
+            other = next(key for key in standard if key != required)
+            found.append(f"Property '{required}' is required with "
+                         f"'{other}': an encrypted image needs both a key "
+                         'and a format.')
+    if LEGACY_DELETION_POLICY in values and LEGACY_KEY_ID not in values:
+        found.append(f"Property '{LEGACY_KEY_ID}' is required with "
+                     f"'{LEGACY_DELETION_POLICY}'.")
+    return found
+
+
+class EncryptionPropertiesFilter(capturing.CapturingFilter):
     """Validate, store, strip and give back encryption properties."""
+
+    ROUTES = frozenset({'images', 'image', 'image_import'})
+    CONCERN = models.ENCRYPTION
+    READ_RULE = 'instance_aware:get_encryption_properties'
+    WRITE_RULE = 'instance_aware:set_encryption_properties'
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return KEYS
+
+    def process_request(self, req: Request) -> webob.Response | None:
+        if req.route.name == 'image_import':
+            if req.method == 'POST':
+                self._check_import(req)
+            return None
+        return super().process_request(req)
+
+    # -- validation --------------------------------------------------------
+
+    def validate(self, req: Request, values: Mapping[str, str],
+                 previous: Mapping[str, str] | None) -> None:
+        found = problems(values, list(self.config.encryption_formats))
+        if found:
+            raise errors.bad_request(found[0])
+        if previous is not None and dict(previous) == dict(values):
+            return
+        owner, status = self._target(req, previous)
+        if not self.allowed(req, self.WRITE_RULE, owner):
+            raise errors.forbidden(
+                'You are not allowed to set the encryption properties of '
+                'this image.')
+        if previous is None or status == 'queued':
+            return
+        changed = [key for key in FIXED_WITH_DATA
+                   if previous.get(key) != values.get(key)]
+        if changed:
+            raise errors.bad_request(
+                f"Property '{changed[0]}' cannot be set or changed: the "
+                f"image has data (status '{status}').  Upload the "
+                'encrypted data to a new image instead.')
+
+    def _target(self, req: Request, previous: Mapping[str, str] | None
+                ) -> tuple[str | None, str]:
+        """Owner and status of the image the request changes.
+
+        A create makes a ``queued`` image of the caller's project; an
+        update asks the registry as the caller, so an image the caller
+        cannot see is answered as the registry answers it.
+        """
+        if previous is None:
+            return req.context.project_id, 'queued'
+        shown = self.subrequest(req, 'GET',
+                                f'/v2/images/{req.route.image_id}')
+        image = capturing._json(shown)
+        if shown.status_int != 200 or not isinstance(image, dict):
+            raise _as_exception(shown)
+        return image.get('owner'), str(image.get('status'))
+
+    # -- import ------------------------------------------------------------
+
+    def _check_import(self, req: Request) -> None:
+        """Refuse an import Glance's conversion plugin would convert.
+
+        Only said to callers who may read the image's encryption
+        properties; anybody else gets the registry's own answer.
+        """
+        if not self.config.image_conversion_enabled:
+            return
+        body = req.read_json(self.config.max_json_body_size) \
+            if req.has_json_body else None
+        method = body.get('method') if isinstance(body, dict) else None
+        name = method.get('name') if isinstance(method, dict) else None
+        if name in COPY_METHODS:
+            return
+        image_id = req.route.image_id
+        assert image_id is not None
+        stored = self.records.get(image_id, self.CONCERN)
+        if stored is None or stored.state == models.DELETED or not (
+                stored.values.get(KEY_ID) or stored.values.get(FORMAT)
+                or stored.values.get(LEGACY_KEY_ID)):
+            return
+        if not self.readable(req, stored.project_id):
+            return
+        raise errors.bad_request(
+            f'Image {image_id} is encrypted and the image conversion '
+            'plugin is enabled: encrypted images cannot be converted.  '
+            'The image stays queued.')
+
+
+def _as_exception(response: webob.Response) -> webob.exc.WSGIHTTPException:
+    """The registry's error response, raised as is."""
+    exc_class = webob.exc.status_map.get(response.status_int,
+                                         webob.exc.HTTPBadGateway)
+    exc: webob.exc.WSGIHTTPException = exc_class()
+    exc.body = response.body
+    exc.content_type = response.content_type
+    return exc
