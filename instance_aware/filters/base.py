@@ -89,6 +89,12 @@ class Filter:
                 response = self.process_response(response, req)
         except webob.exc.WSGIHTTPException as exc:
             return exc
+        except store_errors.Conflict as exc:
+            LOG.warning('Mapping database conflict for %s %s: %s',
+                        req.method, req.path, exc)
+            return errors.conflict(
+                'A concurrent request changed the instance-aware record '
+                'of the same image.  Retry the request.')
         except store_errors.StoreUnavailable as exc:
             LOG.error('Mapping database unavailable for %s %s: %s',
                       req.method, req.path, exc)
