@@ -110,11 +110,14 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options for ``oslo-config-generator`` (deep copies, never shared).
 
-    Includes the registry client group the manage command reads.
+    Includes the registry client group the manage command reads and the
+    key lifecycle group.
     """
     from instance_aware import registry  # keystoneauth only when listing
+    from instance_aware.keys import opts as key_opts
 
-    return [(GROUP, copy.deepcopy(OPTS)), *registry.list_opts()]
+    return [(GROUP, copy.deepcopy(OPTS)), *registry.list_opts(),
+            *key_opts.list_opts()]
 
 
 class FilterConfig(Mapping[str, Any]):

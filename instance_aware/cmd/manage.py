@@ -15,6 +15,9 @@
     Compare the mapping database with Glance and repair what a crash
     between the two writes, or a deletion that bypassed the stack, left
     behind.  Glance is reached as configured in ``[instance_aware_registry]``.
+    Then the key manager operations that failed during requests (consumer
+    registration, secret deletion) are retried with the service
+    credentials of ``[instance_aware_keys]``.
 
 The database is the one the filters use: ``[instance_aware] connection``
 (unset: the SQLite file in ``state_path``).  Without ``--config-file``,
@@ -45,6 +48,8 @@ from sqlalchemy.engine import make_url
 from instance_aware import conf as ia_conf
 from instance_aware import reconcile as ia_reconcile
 from instance_aware import registry
+from instance_aware.keys import lifecycle
+from instance_aware.keys import opts as key_opts
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import errors, migration
 from instance_aware.store.records import Records
@@ -187,11 +192,33 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
             raise CommandError(
                 f'registry {client.endpoint}: {exc}; nothing after the '
                 'last completed batch was changed') from exc
+        keys = None if options.dry_run else _retry_keys(
+            conf, records.db, settings['registry_id'])
     if options.dry_run:
         print('Dry run: nothing was changed.')
     for line in summary.lines(options.dry_run):
         print(line)
+    if keys is not None:
+        print(f'{keys.retried} failed key operations retried: '
+              f'{keys.succeeded} succeeded, {keys.failed} failed again, '
+              f'{keys.skipped} waiting for their image')
     return 0
+
+
+def _retry_keys(conf: cfg.ConfigOpts, db: ia_engine.Database,
+                registry_id: str) -> lifecycle.RetrySummary | None:
+    """Finish the key operations a request could not (``failed`` rows).
+
+    ``None`` when the key lifecycle is off.
+    """
+    key_opts.register_opts(conf)
+    if not conf[key_opts.GROUP].enabled:
+        return None
+    try:
+        keys = lifecycle.KeyLifecycle(conf, db, registry_id)
+        return keys.retry_failed(lifecycle.service_contexts(conf))
+    except cfg.Error as exc:
+        raise CommandError(f'key lifecycle: {exc}') from exc
 
 
 def _positive(text: str) -> int:
@@ -265,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     conf = cfg.ConfigOpts()
     ia_conf.register_opts(conf)
     registry.register_opts(conf)
+    key_opts.register_opts(conf)
     conf.register_cli_opt(cfg.SubCommandOpt(
         'command', title='Commands', handler=add_command_parsers))
     try:

@@ -16,16 +16,24 @@ Glance's conversion plugin would convert is refused (option
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import webob
 import webob.exc
+from oslo_log import log as logging
 from oslo_utils import uuidutils
 
 from instance_aware import errors
 from instance_aware.filters import capturing
+from instance_aware.keys import errors as key_errors
+from instance_aware.keys import lifecycle as key_lifecycle
+from instance_aware.keys import opts as key_opts
 from instance_aware.request import Request
+from instance_aware.store import errors as store_errors
 from instance_aware.store import models
+
+LOG = logging.getLogger(__name__)
 
 FORMAT = 'os_encrypt_format'
 CIPHER = 'os_encrypt_cipher'
@@ -41,10 +49,21 @@ STANDARD = (FORMAT, CIPHER, KEY_ID, DELETION_POLICY,
 LEGACY = (LEGACY_KEY_ID, LEGACY_DELETION_POLICY)
 KEYS = frozenset(STANDARD + LEGACY)
 DELETION_POLICIES = ('on_image_deletion', 'do_not_delete')
+#: (key id, deletion policy) pairs, standard first.
+KEY_PAIRS = ((KEY_ID, DELETION_POLICY),
+             (LEGACY_KEY_ID, LEGACY_DELETION_POLICY))
 #: What decides how the image's bytes are read: fixed once it has data.
 FIXED_WITH_DATA = (KEY_ID, FORMAT, LEGACY_KEY_ID)
 #: Import methods that only copy existing data (never converted).
 COPY_METHODS = frozenset({'copy-image'})
+
+
+def key_of(values: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """The secret an image's values name, with its deletion policy."""
+    for key_id, policy in KEY_PAIRS:
+        if values.get(key_id):
+            return values[key_id], values.get(policy)
+    return None
 
 
 def problems(values: Mapping[str, str], formats: list[str]) -> list[str]:
@@ -93,6 +112,16 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
     def keys(self) -> frozenset[str]:
         return KEYS
 
+    @functools.cached_property
+    def lifecycle(self) -> key_lifecycle.KeyLifecycle | None:
+        """The key lifecycle, unless ``[instance_aware_keys] enabled`` is
+        off (built on first use: castellan is not loaded otherwise)."""
+        key_opts.register_opts(self.oslo_conf)
+        if not self.oslo_conf[key_opts.GROUP].enabled:
+            return None
+        return key_lifecycle.KeyLifecycle(
+            self.oslo_conf, self.records.db, self.config.registry_id)
+
     def process_request(self, req: Request) -> webob.Response | None:
         if req.route.name == 'image_import':
             if req.method == 'POST':
@@ -115,6 +144,7 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
                 'You are not allowed to set the encryption properties of '
                 'this image.')
         if previous is None or status == 'queued':
+            self._check_key(req, values, previous)
             return
         changed = [key for key in FIXED_WITH_DATA
                    if previous.get(key) != values.get(key)]
@@ -123,6 +153,87 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
                 f"Property '{changed[0]}' cannot be set or changed: the "
                 f"image has data (status '{status}').  Upload the "
                 'encrypted data to a new image instead.')
+
+    def _check_key(self, req: Request, values: Mapping[str, str],
+                   previous: Mapping[str, str] | None) -> None:
+        """A new key must be a secret the caller can read."""
+        key = key_of(values)
+        lifecycle = self.lifecycle
+        if key is None or lifecycle is None or (
+                previous is not None and key_of(previous) == key):
+            return
+        name = KEY_ID if values.get(KEY_ID) else LEGACY_KEY_ID
+        try:
+            lifecycle.check_readable(req.context, key[0])
+        except key_errors.KeyNotAccessible:
+            raise errors.bad_request(
+                f"Invalid value for property '{name}': no secret "
+                f"'{key[0]}' is available to you in the key manager."
+            ) from None
+        except key_errors.KeyLifecycleError as exc:
+            LOG.error('Key manager unavailable checking secret %s: %s',
+                      key[0], exc)
+            raise errors.unavailable(
+                'The key manager is unavailable; nothing was changed.  '
+                'Retry later.') from None
+
+    # -- key lifecycle -----------------------------------------------------
+
+    def create(self, req: Request) -> webob.Response:
+        response = super().create(req)
+        if response.status_int == 201:
+            self._consume(req, capturing._json(response))
+        return response
+
+    def update(self, req: Request) -> webob.Response:
+        image_id = req.route.image_id
+        assert image_id is not None
+        before = self.records.get(image_id, self.CONCERN)
+        response = super().update(req)
+        old = key_of(before.values) if before is not None else None
+        if response.status_int == 200:
+            self._consume(req, capturing._json(response), old)
+        return response
+
+    def delete(self, req: Request) -> webob.Response:
+        image_id = req.route.image_id
+        assert image_id is not None
+        before = self.records.get(image_id, self.CONCERN)
+        response = super().delete(req)
+        lifecycle = self.lifecycle
+        if (response.status_int == 204 and lifecycle is not None
+                and before is not None and key_of(before.values)):
+            lifecycle.on_deleted(req.context, image_id)
+        return response
+
+    def _consume(self, req: Request, image: object,
+                 old: tuple[str, str | None] | None = None) -> None:
+        """Register the image as a consumer of a key it now names.
+
+        The image exists whatever happens here: a failure is recorded for
+        ``reconcile`` to finish, never turned into an error response.
+        """
+        lifecycle = self.lifecycle
+        if lifecycle is None or not isinstance(image, dict):
+            return
+        image_id = image.get('id')
+        if not isinstance(image_id, str):
+            return
+        try:
+            stored = self.records.get(image_id, self.CONCERN)
+        except store_errors.StoreError:
+            LOG.exception('Key of image %s not registered; reconcile will',
+                          image_id)
+            return
+        key = key_of(stored.values) if stored is not None else None
+        if key is None or key == old:
+            return
+        try:
+            lifecycle.on_created(req.context, image_id, key[0], key[1])
+        except (key_errors.KeyLifecycleError, store_errors.StoreError,
+                LookupError) as exc:
+            LOG.warning('Image %s: consumer of secret %s not registered '
+                        '(%s); reconcile will retry', image_id, key[0], exc)
 
     def _target(self, req: Request, previous: Mapping[str, str] | None
                 ) -> tuple[str | None, str]:

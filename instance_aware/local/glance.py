@@ -162,6 +162,10 @@ def config_sections(state: StateDir, *, flavor: str = NOAUTH,
         'oslo_concurrency': {'lock_path': state.join('locks')},
         'instance_aware': {'connection': state.instance_aware_db_url,
                            'state_path': state.path},
+        # No key manager runs here: encryption properties are validated
+        # and stored, secrets are left alone.  A glance-api.conf.d file
+        # turns the lifecycle on against a Barbican (see the key tests).
+        'instance_aware_keys': {'enabled': 'False'},
     }
     if os.path.exists(state.policy_file):
         sections['oslo_policy'] = {'policy_file': state.policy_file}
