@@ -136,10 +136,10 @@ def apply_operations(current: Mapping[str, str],
     for operation in operations:
         exists = operation.key in result
         if operation.op == 'add' and exists and media_type == PATCH_V20:
-            raise errors.conflict(
+            raise errors.property_conflict(
                 f"Property {operation.key} already present.")
         if operation.op in ('replace', 'remove') and not exists:
-            raise errors.conflict(
+            raise errors.property_conflict(
                 f"Property {operation.key} does not exist.")
         if operation.op == 'remove':
             del result[operation.key]

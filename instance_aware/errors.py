@@ -27,6 +27,13 @@ def conflict(message: str) -> webob.exc.WSGIHTTPException:
     return webob.exc.HTTPConflict(explanation=message)
 
 
+def property_conflict(detail: str) -> webob.exc.WSGIHTTPException:
+    """409 as Glance words a JSON-patch conflict: webob's explanation
+    ("There was a conflict when trying to complete your request.") with
+    the reason as detail."""
+    return webob.exc.HTTPConflict(detail=detail)
+
+
 def too_large(message: str) -> webob.exc.WSGIHTTPException:
     return webob.exc.HTTPRequestEntityTooLarge(explanation=message)
 

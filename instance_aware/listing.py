@@ -5,8 +5,10 @@ property filter.  Captured keys never reach Glance, so a filter on them is
 answered from the mapping store:
 
 1. The store gives the ids of the images whose stored values match, limited
-   to the projects whose keys the caller may read (a filter on a key the
-   caller may not read matches nothing: it is no oracle).
+   to the caller's own project when the caller may read its keys, every
+   project for an administrator, none otherwise (a filter on a key the
+   caller may not read matches nothing: it is no oracle; and what another
+   project's users asserted never lands in this project's answers).
 2. *Fast path* (Nova's rotation listing and every list sorted by
    ``created_at`` within the caller's own project, with filters listed in
    :data:`FAST_FILTERS`): the candidates are walked in the registry's
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -50,6 +53,8 @@ FAST_FILTERS = frozenset({
 _IN_FILTERS = frozenset({'name', 'id', 'status', 'container_format',
                          'disk_format'})
 _MEMBER_STATUSES = frozenset({'pending', 'accepted', 'rejected', 'all'})
+_VISIBILITIES = frozenset({'community', 'public', 'private', 'shared',
+                           'all'})
 
 
 @dataclasses.dataclass
@@ -78,6 +83,57 @@ class Query:
     def single(self) -> dict[str, str]:
         """Glance's ``dict(request.params)`` view (last value wins)."""
         return dict(self.params)
+
+
+_QUOTED_LIST = re.compile(r'''
+    "([^"\\]*(?:\\.[^"\\]*)*)",?   # a quoted value (escapes kept)
+    | ([^,]+),?                     # or anything up to a comma
+    | ,                             # or an empty value
+    ''', re.VERBOSE)
+
+
+def _check_quotes(value: str) -> None:
+    """Glance's ``validate_quotes``, with its messages."""
+    open_quote = True
+    for i, char in enumerate(value):
+        if char != '"' or (i and value[i - 1] == '\\'):
+            continue
+        if open_quote and i and value[i - 1] != ',':
+            raise ValueError(f'Invalid filter value {value}. There is no '
+                             'comma before opening quotation mark.')
+        if not open_quote and i + 1 != len(value) and value[i + 1] != ',':
+            raise ValueError(f'Invalid filter value {value}. There is no '
+                             'comma after closing quotation mark.')
+        open_quote = not open_quote
+    if not open_quote:
+        raise ValueError(f'Invalid filter value {value}. The quote is not '
+                         'closed.')
+
+
+def filter_values(expression: str) -> list[str]:
+    """The values an ``id`` (``name``...) filter accepts, read as Glance.
+
+    ``eq:x`` and ``x`` name one value, ``in:a,"b,c"`` a list (quotes as
+    Glance splits them).  Raises :class:`ValueError` with Glance's message
+    for what Glance refuses with 400.
+    """
+    operator, sep, threshold = expression.partition(':')
+    if not sep:
+        return [expression]
+    try:
+        timeutils.parse_isotime(expression)
+    except ValueError:
+        pass
+    else:
+        return [expression]
+    if operator == 'eq':
+        return [threshold]
+    if operator != 'in':
+        raise ValueError(
+            f"Unable to filter by unknown operator '{operator}'.")
+    _check_quotes(threshold)
+    return [quoted or plain
+            for quoted, plain in _QUOTED_LIST.findall(threshold)]
 
 
 def links(query: Query, next_marker: str | None) -> dict[str, str]:
@@ -193,6 +249,8 @@ def fast_plan(query: Query, limit_default: int,
         want = protected == 'true'
         checks.append(lambda img: bool(img.get('protected')) == want)
     visibility = params.get('visibility')
+    if visibility is not None and visibility not in _VISIBILITIES:
+        return None  # Glance's 400, or its reading of an empty value
     if visibility is not None and visibility != 'all':
         checks.append(lambda img: img.get('visibility') == visibility)
     for key in _IN_FILTERS:

@@ -30,13 +30,15 @@ from instance_aware.filters import base
 from instance_aware.request import PATCH_V20, PATCH_V21, Request
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
-from instance_aware.store.records import RelationFields
+from instance_aware.store.records import RelationFields, Stored
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 LOG = logging.getLogger(__name__)
 
+#: Names the property the update probe removes (it never exists).
+PROBE_PREFIX = 'instance_aware_probe_'
 #: Environ key: image ids whose row a filter of this request began.
 BEGUN = 'instance_aware.begun'
 _UUID_PATTERN = (
@@ -130,30 +132,36 @@ class CapturingFilter(base.Filter):
             cache[owner] = allowed
         return allowed
 
-    def give_back(self, req: Request, images: list[dict[str, Any]]
-                  ) -> None:
-        """Put stored values into readable images, strip them elsewhere."""
+    def give_back(self, req: Request, images: list[dict[str, Any]],
+                  stored: Mapping[str, Stored] | None = None) -> None:
+        """Put stored values into readable images, strip them elsewhere.
+
+        ``stored`` are values loaded before the registry was called (the
+        store is then not read again).
+        """
         cache: dict[str | None, bool] = {}
         readable = {
             img['id'] for img in images
             if isinstance(img, dict) and isinstance(img.get('id'), str)
             and self.readable(req, img.get('owner'), cache)}
-        stored = self.records.load(readable, self.CONCERN) \
-            if readable else {}
+        if stored is None:
+            stored = self.records.load(readable, self.CONCERN) \
+                if readable else {}
         for image in images:
             if not isinstance(image, dict):
                 continue
             image_id = image.get('id')
             if image_id not in readable:
                 capture.strip_from(image, self.keys)
-            elif image_id in stored:
+            elif isinstance(image_id, str) and image_id in stored:
                 capture.merge_into(image, stored[image_id].values)
 
-    def _give_back_response(self, req: Request,
-                            response: webob.Response) -> webob.Response:
+    def _give_back_response(self, req: Request, response: webob.Response,
+                            stored: Mapping[str, Stored] | None = None
+                            ) -> webob.Response:
         document = _json(response)
         if isinstance(document, dict) and 'id' in document:
-            self.give_back(req, [document])
+            self.give_back(req, [document], stored)
             _set_json(response, document)
         return response
 
@@ -193,9 +201,8 @@ class CapturingFilter(base.Filter):
                                self.relation(req, owner, captured, None),
                                joining=image_id in begun)
         except store_errors.Conflict:
-            raise errors.conflict(
-                f'Image with identifier {image_id} already exists!'
-            ) from None
+            raise errors.conflict(  # Glance's words for a duplicate id
+                f'Image ID {image_id} already exists!') from None
         begun.add(image_id)
         req.replace_json(forwarded)
         try:
@@ -220,16 +227,19 @@ class CapturingFilter(base.Filter):
         document = _json(response)
         if response.status_int != 201 or not isinstance(document, dict):
             return response
-        if image_id is not None:
-            try:
-                self.records.commit(
-                    image_id, self.CONCERN, document.get('owner'),
-                    listing.parse_time(document.get('created_at')))
-            except store_errors.StoreError:
-                LOG.exception('Image %s was created but its record stays '
-                              'pending; reconcile will activate it',
-                              image_id)
-                return response
+        if image_id is None:
+            # Nothing captured, nothing stored, nothing to give back: the
+            # store is not needed (down, it must not turn the image Glance
+            # created into a 503 that invites a retry).
+            return response
+        try:
+            self.records.commit(
+                image_id, self.CONCERN, document.get('owner'),
+                listing.parse_time(document.get('created_at')))
+        except store_errors.StoreError:
+            LOG.exception('Image %s was created but its record stays '
+                          'pending; reconcile will activate it', image_id)
+            return response
         self.give_back(req, [document])
         _set_json(response, document)
         return response
@@ -248,12 +258,17 @@ class CapturingFilter(base.Filter):
                                                     self.keys)
         operations += [capture.Operation('add', k, v)
                        for k, v in asserted.items()]
-        if not operations:
-            return self._give_back_response(
-                req, req.get_response(self.application))
         image_id = req.route.image_id
         assert image_id is not None
+        # Read before the registry is changed: if the store is down, the
+        # request fails with 503 and nothing was changed.
         stored = self.records.get(image_id, self.CONCERN)
+        if not operations:
+            before = {image_id: stored} if stored is not None and (
+                stored.state == models.ACTIVE) else {}
+            response = req.get_response(self.application)
+            self._follow_owner(stored, response)
+            return self._give_back_response(req, response, before)
         current = stored.values if stored and (
             stored.state == models.ACTIVE) else {}
         try:
@@ -262,7 +277,7 @@ class CapturingFilter(base.Filter):
                                               PATCH_V21 else PATCH_V20)
         except webob.exc.HTTPConflict as conflict:
             # Say 409 only to a caller who may update the image at all.
-            probe = self._probe(req, operations[0].key)
+            probe = self._probe(req)
             if probe.status_int in (200, 409):
                 raise conflict from None
             return probe
@@ -271,7 +286,7 @@ class CapturingFilter(base.Filter):
             req.replace_json(forwarded)
             response = req.get_response(self.application)
         else:
-            response = self._probe(req, operations[0].key)
+            response = self._probe(req)
             if response.status_int == 409:
                 response = self.subrequest(req, 'GET',
                                            f'/v2/images/{image_id}')
@@ -299,16 +314,42 @@ class CapturingFilter(base.Filter):
         _set_json(response, image)
         return response
 
-    def _probe(self, req: Request, key: str) -> webob.Response:
+    def _follow_owner(self, stored: Stored | None,
+                      response: webob.Response) -> None:
+        """Move the record along when the registry changed the owner.
+
+        Only an administrator's ``replace /owner`` does that; the relation
+        belongs to the new owner from then on (its filters and query API),
+        no longer to the old one.
+        """
+        if stored is None or stored.state != models.ACTIVE or (
+                response.status_int != 200):
+            return
+        image = _json(response)
+        owner = image.get('owner') if isinstance(image, dict) else None
+        if not isinstance(owner, str) or owner == stored.project_id:
+            return
+        try:
+            self.records.move(stored.image_id, owner)
+        except store_errors.StoreError:
+            LOG.exception('Image %s now belongs to %s but its record still '
+                          'names %s', stored.image_id, owner,
+                          stored.project_id)
+
+    def _probe(self, req: Request) -> webob.Response:
         """Ask the registry whether the caller may update the image.
 
         Removing a property the registry does not have is refused with 403
         (or 404) before it is found missing (409), and changes nothing.
-        Captured keys are exactly the properties the registry never has.
+        The property is named afresh each time, so it cannot exist, not
+        even on an image that kept instance keys from before the stack was
+        deployed.  The probe goes to the path the caller used, so a
+        spelling the registry does not route (a trailing slash) is its 404
+        here too.
         """
-        pointer = '/' + key.replace('~', '~0').replace('/', '~1')
+        pointer = f'/{PROBE_PREFIX}{uuid.uuid4().hex}'
         return self.subrequest(
-            req, 'PATCH', f'/v2/images/{req.route.image_id}',
+            req, 'PATCH', urllib.parse.quote(req.path_info),
             [{'op': 'remove', 'path': pointer}], PATCH_V21)
 
     # -- delete ------------------------------------------------------------
@@ -353,12 +394,18 @@ class CapturingFilter(base.Filter):
     def filter_scope(self, req: Request) -> list[str] | None:
         """Owners whose stored values may answer the caller's filters.
 
-        ``None`` means every project (the caller may read any project's
-        keys); an empty list means none, so the filter matches nothing.
+        ``None`` means every project (an administrator who may read any
+        project's keys); an empty list means none, so the filter matches
+        nothing.  Anybody else's filters match their own project's images
+        only, even a service's that may read other projects' keys: values
+        another project's users asserted on their own public or shared
+        images must not land in this project's answers (Nova's backup
+        rotation would count, and try to delete, such an image).
         """
         own = req.context.project_id
         foreign = f'not-{own}'
-        if self.allowed(req, self.READ_RULE, foreign):
+        if self.allowed(req, 'instance_aware:context_is_admin', own) and (
+                self.allowed(req, self.READ_RULE, foreign)):
             return None
         if own and self.allowed(req, self.READ_RULE, own):
             return [own]
@@ -376,11 +423,10 @@ class CapturingFilter(base.Filter):
         wanted = ids
         client_ids = query.single().get('id')
         if client_ids is not None:
-            operator, sep, rest = client_ids.partition(':')
-            given = (rest.split(',') if sep and operator == 'in'
-                     else [rest] if sep and operator == 'eq'
-                     else [client_ids])
-            keep = set(given)
+            try:
+                keep = set(listing.filter_values(client_ids))
+            except ValueError as exc:
+                raise errors.bad_request(str(exc)) from None
             wanted = [i for i in ids if i in keep]
         forwarded = query.forwarded({'id': 'in:' + ','.join(wanted)})
         sub = req.copy_get()

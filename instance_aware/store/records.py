@@ -207,6 +207,13 @@ class Records:
             image.deleted_at = None
             self._set_values(session, image, concern, values, relation)
 
+    def move(self, image_id: str, project_id: str) -> None:
+        """The registry gave the image to another project."""
+        with self.db.session(write=True) as session:
+            image = self._get(session, image_id, lock=True)
+            if image is not None and image.state == models.ACTIVE:
+                image.project_id = project_id
+
     def mark_deleted(self, image_id: str) -> bool:
         """The registry deleted the image: keep the row as history."""
         with self.db.session(write=True) as session:
@@ -304,7 +311,10 @@ class Records:
         """Images related to an instance, newest first (query API).
 
         Served by ``ix_ia_relations_instance``; ``marker`` is the image id
-        of the last entry of the previous page.
+        of the last entry of the previous page.  The registry's
+        ``created_at`` has whole seconds: images of the same second are
+        ordered by when their row was written (the row id), which for
+        creates through the stack is their creation order.
         """
         newest = sa.func.coalesce(models.Image.image_created_at,
                                   models.Image.created_at)
@@ -318,7 +328,7 @@ class Records:
                 related = related.where(column == value)
         # Driven by the instance index whatever the planner thinks of the
         # project and state indexes (SQLite keeps no value statistics).
-        query = sa.select(models.Image, newest).where(
+        query = sa.select(models.Image, newest, models.Image.id).where(
             models.Image.id.in_(related),
             models.Image.registry_id == self.registry_id)
         states = [models.ACTIVE] + ([models.DELETED] if include_deleted
@@ -335,12 +345,11 @@ class Records:
                 query = query.where(sa.or_(
                     newest < anchor[1],
                     sa.and_(newest == anchor[1],
-                            models.Image.image_id < marker)))
+                            models.Image.id < anchor[2])))
             query = query.order_by(newest.desc(),
-                                   models.Image.image_id.desc()).limit(limit)
+                                   models.Image.id.desc()).limit(limit)
             return [Related.of(row[0], self.registry_id)
                     for row in session.execute(query)]
-
 
     # -- reconcile ---------------------------------------------------------
 

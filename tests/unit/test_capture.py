@@ -115,4 +115,6 @@ def test_apply_operations(current, ops, media, expected):
 def test_apply_operations_conflicts(current, ops, media, message):
     with pytest.raises(webob.exc.HTTPConflict) as exc:
         capture.apply_operations(current, ops, media)
-    assert message in str(exc.value.explanation)
+    assert message in exc.value.detail
+    assert exc.value.explanation == (
+        'There was a conflict when trying to complete your request.')
