@@ -92,6 +92,25 @@ OPTS: list[cfg.Opt] = [
              'the filter refuses (400) an import of an encrypted image that '
              'the plugin would convert, as the encryption spec requires; '
              'the image stays ``queued``.'),
+    cfg.StrOpt(
+        'list_strategy',
+        default='auto',
+        choices=[
+            ('shows', 'Fetch each matching image by id, in the order of '
+                      'the index (sort by created_at only).'),
+            ('registry', 'Ask the registry for one page of the matching '
+                         'ids (``id=in:``), sorted and paged by it.'),
+            ('auto', "``shows`` when the registry's own database "
+                     '(``[database] connection``) is SQLite, ``registry`` '
+                     'otherwise.'),
+        ],
+        help='How a list filtered on captured keys fetches the matching '
+             "images from the registry.  Glance's list is one UNION over "
+             'every image the project can see; on SQLite its planner '
+             'scans the owner index even for ``id=in:`` (hundreds of ms '
+             'at a million images), while a show by id stays constant; on '
+             'PostgreSQL and MySQL the id list is one indexed query, '
+             'cheaper than several shows.'),
     cfg.IntOpt(
         'max_json_body_size',
         default=1024 * 1024,
@@ -99,6 +118,16 @@ OPTS: list[cfg.Opt] = [
         help='Largest JSON request body (bytes) the filters read to '
              'capture properties.  Larger metadata bodies are refused with '
              '413.  Image data bodies are never read.'),
+    cfg.BoolOpt(
+        'verify_image_data',
+        default=True,
+        help='Record the digest of image data as uploads and stages '
+             "stream through (Glance's ``[DEFAULT] hashing_algorithm``, "
+             'sha512 by default) and check every full download against '
+             'it: a download whose data no longer matches is cut short, '
+             'logged as an alert and the image marked ``tampered`` in the '
+             'mapping database.  Range downloads and images uploaded '
+             'without the stack are not checked.'),
 ]
 
 

@@ -14,6 +14,7 @@ policy rules apply; this module knows nothing of instances or encryption.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.parse
@@ -385,11 +386,25 @@ class CapturingFilter(base.Filter):
         matches = self.records.matching(query.captured, projects,
                                         descending) if (
             projects is None or projects) else []
-        if plan is not None:
+        if plan is not None and self.fetch_by_shows:
             fast = self._fast_list(req, query, plan, matches)
             if fast is not None:
                 return fast
         return self._slow_list(req, query, [m[0] for m in matches])
+
+    @functools.cached_property
+    def fetch_by_shows(self) -> bool:
+        """Whether filtered lists fetch their images one show at a time
+        (option ``list_strategy``; ``auto`` looks at the registry's own
+        database when the stack runs inside it)."""
+        strategy = self.config.list_strategy
+        if strategy != 'auto':
+            return bool(strategy == 'shows')
+        try:
+            connection = self.oslo_conf.database.connection
+        except (cfg.NoSuchOptError, AttributeError):
+            connection = None  # not inside Glance, or not configured
+        return not connection or str(connection).startswith('sqlite')
 
     def filter_scope(self, req: Request) -> list[str] | None:
         """Owners whose stored values may answer the caller's filters.
