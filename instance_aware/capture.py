@@ -36,6 +36,11 @@ class Operation:
     value: str | None = None
 
 
+def encode_pointer(key: str) -> str:
+    """The JSON pointer (RFC 6901) of top-level property ``key``."""
+    return '/' + key.replace('~', '~0').replace('/', '~1')
+
+
 def decode_pointer(pointer: Any) -> list[str] | None:
     """Glance's decoding of a JSON pointer; ``None`` if Glance rejects it.
 

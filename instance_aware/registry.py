@@ -10,6 +10,7 @@ deployment only (``instance-aware serve``), with trusted identity headers.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 from keystoneauth1 import loading as ks_loading
@@ -17,7 +18,10 @@ from keystoneauth1 import plugin as ks_plugin
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
+from instance_aware import capture, listing
+
 GROUP = 'instance_aware_registry'
+_NIL_UUID = '00000000-0000-0000-0000-000000000000'
 
 OPTS: list[cfg.Opt] = [
     cfg.URIOpt(
@@ -104,6 +108,39 @@ class RegistryClient:
         """The image, or ``None`` if the registry no longer has it."""
         image = self._get(f'/v2/images/{image_id}')
         return image if isinstance(image, dict) else None
+
+    def behind_stack(self) -> bool:
+        """Whether the endpoint answers through the instance-aware stack
+        (its query API answers; bare Glance has no such route)."""
+        answer = self._get(f'/v2/instances/{_NIL_UUID}/images')
+        return isinstance(answer, dict) and 'images' in answer
+
+    def images(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every image of the registry (hidden ones too), page by page."""
+        for hidden in ('false', 'true'):
+            params: dict[str, str] = {
+                'visibility': 'all', 'member_status': 'all',
+                'os_hidden': hidden, 'limit': str(page_size),
+                'sort_key': 'created_at', 'sort_dir': 'asc'}
+            while True:
+                page = self._get('/v2/images', **params) or {}
+                yield from page.get('images', [])
+                marker = listing.marker_of(page.get('next'))
+                if marker is None:
+                    break
+                params['marker'] = marker
+
+    def remove_properties(self, image_id: str, keys: list[str]) -> None:
+        """Delete ``keys`` from the image's properties in the registry."""
+        response = self.session.patch(
+            f'{self.endpoint}/v2/images/{image_id}', raise_exc=False,
+            timeout=self.timeout,
+            json=[{'op': 'remove', 'path': capture.encode_pointer(key)}
+                  for key in keys],
+            headers={'Content-Type':
+                     'application/openstack-images-v2.1-json-patch',
+                     'Accept': 'application/json'})
+        response.raise_for_status()
 
     def present(self, image_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Which of ``image_ids`` the registry still has (two lists per

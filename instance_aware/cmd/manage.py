@@ -11,6 +11,10 @@
 ``generate-installation-uuid``
     A fresh UUID identifying one Nova installation, for the deployer to
     configure on that installation's side (``X-Nova-Installation-UUID``).
+``adopt [--dry-run] [--batch-size N] [--trust] [--endpoint URL]``
+    Once, after deploying the stack: move the captured keys Glance stored
+    for images created before it into the mapping database (then remove
+    them from Glance), so filters and the query API find those images.
 ``reconcile [--dry-run] [--batch-size N] [--pending-age S] [--endpoint URL]``
     Compare the mapping database with Glance and repair what a crash
     between the two writes, or a deletion that bypassed the stack, left
@@ -45,6 +49,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 from oslo_config import cfg
 from sqlalchemy.engine import make_url
 
+from instance_aware import adopt as ia_adopt
 from instance_aware import conf as ia_conf
 from instance_aware import reconcile as ia_reconcile
 from instance_aware import registry
@@ -221,6 +226,47 @@ def _retry_keys(conf: cfg.ConfigOpts, db: ia_engine.Database,
         raise CommandError(f'key lifecycle: {exc}') from exc
 
 
+def adopt(conf: cfg.ConfigOpts) -> int:
+    """Move keys Glance stored before the stack into the mapping store."""
+    options = conf.command
+    try:
+        client = registry.RegistryClient.from_conf(conf, options.endpoint)
+    except (ValueError, ks_exceptions.ClientException) as exc:
+        raise CommandError(f'registry: {exc}') from exc
+    try:
+        stacked = client.behind_stack()
+    except (ks_exceptions.ClientException,
+            requests.RequestException) as exc:
+        raise CommandError(f'registry {client.endpoint}: {exc}') from exc
+    if stacked:
+        raise CommandError(
+            f'{client.endpoint} answers through the instance-aware stack, '
+            'which hides what Glance itself stores: point --endpoint at a '
+            'glance-api without the filter (an internal one, or before '
+            'the filter is enabled)')
+    settings = ia_conf.FilterConfig(conf)
+    wanted = ia_adopt.concerns(settings['instance_keys'],
+                               list(settings['encryption_formats']))
+    with _database(conf) as engine:
+        records = Records(ia_engine.Database(engine),
+                          settings['registry_id'])
+        try:
+            summary = ia_adopt.adopt(
+                records, client.images(options.batch_size),
+                client.remove_properties, wanted,
+                dry_run=options.dry_run, trust=options.trust)
+        except (ks_exceptions.ClientException,
+                requests.RequestException) as exc:
+            raise CommandError(
+                f'registry {client.endpoint}: {exc}; images adopted so far '
+                'stay adopted, run the command again') from exc
+    if options.dry_run:
+        print('Dry run: nothing was changed.')
+    for line in summary.lines(options.dry_run):
+        print(line)
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -268,6 +314,21 @@ def add_command_parsers(
                         help='image API URL, overriding '
                              '[instance_aware_registry] endpoint')
     repair.set_defaults(run=reconcile)
+    moving = subparsers.add_parser(
+        'adopt', help='move keys Glance stored before the stack into the '
+                      'mapping database')
+    moving.add_argument('--dry-run', action='store_true',
+                        help='report what would move, change nothing')
+    moving.add_argument('--batch-size', type=_positive, default=100,
+                        help='images per registry page '
+                             '(default: %(default)s)')
+    moving.add_argument('--trust', action='store_true',
+                        help='record adopted relations as trusted (only if '
+                             'you know Nova set every one of them)')
+    moving.add_argument('--endpoint', default=None,
+                        help='image API URL, overriding '
+                             '[instance_aware_registry] endpoint')
+    moving.set_defaults(run=adopt)
 
 
 def _default_config_files() -> list[str]:

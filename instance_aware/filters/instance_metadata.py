@@ -35,7 +35,7 @@ from instance_aware.store.records import RelationFields
 
 INSTANCE_UUID = 'instance_uuid'
 INSTALLATION_UUID = 'nova_installation_uuid'
-_UUID_KEYS = (INSTANCE_UUID, INSTALLATION_UUID)
+UUID_KEYS = (INSTANCE_UUID, INSTALLATION_UUID)
 
 
 class InstanceMetadataFilter(capturing.CapturingFilter):
@@ -50,7 +50,7 @@ class InstanceMetadataFilter(capturing.CapturingFilter):
 
     @property
     def keys(self) -> frozenset[str]:
-        return frozenset(self.config.instance_keys) | set(_UUID_KEYS)
+        return frozenset(self.config.instance_keys) | set(UUID_KEYS)
 
     def process_request(self, req: Request) -> webob.Response | None:
         if req.route.name in ('image_instance', 'instance_images'):
@@ -59,7 +59,7 @@ class InstanceMetadataFilter(capturing.CapturingFilter):
 
     def validate(self, req: Request, values: Mapping[str, str],
                  previous: Mapping[str, str] | None) -> None:
-        for key in _UUID_KEYS:
+        for key in UUID_KEYS:
             value = values.get(key)
             if value is not None and not uuidutils.is_uuid_like(value):
                 raise errors.bad_request(
@@ -78,8 +78,8 @@ class InstanceMetadataFilter(capturing.CapturingFilter):
         if not values:
             return None
         fields = RelationFields(
-            instance_uuid=_canonical(values.get(INSTANCE_UUID)),
-            installation_uuid=_canonical(values.get(INSTALLATION_UUID)),
+            instance_uuid=canonical_uuid(values.get(INSTANCE_UUID)),
+            installation_uuid=canonical_uuid(values.get(INSTALLATION_UUID)),
             image_type=values.get('image_type'),
             backup_type=values.get('backup_type'),
             trusted=False, asserted_by=None)
@@ -92,7 +92,7 @@ class InstanceMetadataFilter(capturing.CapturingFilter):
                                  owner))
 
 
-def _canonical(value: str | None) -> str | None:
+def canonical_uuid(value: str | None) -> str | None:
     """UUIDs are indexed in their canonical lower-case dashed form."""
     if value is None or not uuidutils.is_uuid_like(value):
         return value
