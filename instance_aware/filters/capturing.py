@@ -40,6 +40,8 @@ LOG = logging.getLogger(__name__)
 
 #: Names the property the update probe removes (it never exists).
 PROBE_PREFIX = 'instance_aware_probe_'
+#: Environ key: stored values a read-only request already loaded.
+LOADED = 'instance_aware.loaded'
 #: Environ key: image ids whose row a filter of this request began.
 BEGUN = 'instance_aware.begun'
 _UUID_PATTERN = (
@@ -145,17 +147,44 @@ class CapturingFilter(base.Filter):
             img['id'] for img in images
             if isinstance(img, dict) and isinstance(img.get('id'), str)
             and self.readable(req, img.get('owner'), cache)}
-        if stored is None:
-            stored = self.records.load(readable, self.CONCERN) \
-                if readable else {}
+        values = ({k: v.values for k, v in stored.items()}
+                  if stored is not None
+                  else self._active_values(req, readable))
         for image in images:
             if not isinstance(image, dict):
                 continue
             image_id = image.get('id')
             if image_id not in readable:
                 capture.strip_from(image, self.keys)
-            elif isinstance(image_id, str) and image_id in stored:
-                capture.merge_into(image, stored[image_id].values)
+            elif isinstance(image_id, str) and image_id in values:
+                capture.merge_into(image, values[image_id])
+
+    def _active_values(self, req: Request, image_ids: set[str]
+                       ) -> dict[str, dict[str, str]]:
+        """This concern's stored values of ``image_ids``.
+
+        A read-only request (show, list) reads the store once for every
+        capturing filter of the stack: the first one loads all concerns
+        into the request environment, the others find theirs there.
+        Requests that write never share, so nobody sees values from
+        before their own write.
+        """
+        if not image_ids:
+            return {}
+        if req.method not in ('GET', 'HEAD'):
+            loaded = self.records.active_values(image_ids)
+        else:
+            shared: dict[str, dict[str, dict[str, str]]] = (
+                req.environ.setdefault(LOADED, {}))
+            missing = image_ids - shared.keys()
+            if missing:
+                fresh = self.records.active_values(missing)
+                for image_id in missing:
+                    shared[image_id] = fresh.get(image_id, {})
+            loaded = {i: shared[i] for i in image_ids}
+        return {image_id: concerns[self.CONCERN]
+                for image_id, concerns in loaded.items()
+                if self.CONCERN in concerns}
 
     def _give_back_response(self, req: Request, response: webob.Response,
                             stored: Mapping[str, Stored] | None = None
