@@ -3,11 +3,16 @@
 Rules are read from the file named by ``[oslo_policy] policy_file`` of the
 service's configuration (Glance's policy file), so operators keep one file.
 oslo.policy reloads that file when it changes; nothing is parsed per request.
+It also looks for changes (a ``stat`` of every candidate path of the file
+and of ``policy_dirs``) on *every* check; a stack makes several checks per
+request, so ours looks at most once every :data:`RELOAD_CHECK_INTERVAL`
+seconds: an edited policy file applies within that time.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +28,24 @@ _lock = threading.Lock()
 _enforcers: dict[int, tuple[cfg.ConfigOpts, policy.Enforcer]] = {}
 
 
+#: Seconds between two looks for a changed policy file.
+RELOAD_CHECK_INTERVAL = 2.0
+
+
+class Enforcer(policy.Enforcer):
+    """oslo.policy's enforcer, looking for file changes less often."""
+
+    _next_look = 0.0
+
+    def load_rules(self, force_reload: bool = False) -> None:
+        now = time.monotonic()
+        if force_reload or not self.rules or now >= self._next_look:
+            super().load_rules(force_reload)
+            self._next_look = now + RELOAD_CHECK_INTERVAL
+
+
 def _build(conf: cfg.ConfigOpts) -> policy.Enforcer:
-    enforcer = policy.Enforcer(conf)
+    enforcer = Enforcer(conf)
     enforcer.register_defaults(policies.list_rules())
     return enforcer
 
