@@ -7,7 +7,6 @@ import pathlib
 import pytest
 from oslo_config import cfg
 from oslo_context import context as oslo_context
-from oslo_policy import opts as policy_opts
 
 from instance_aware.policies import enforcer
 
@@ -17,10 +16,12 @@ def conf(tmp_path: pathlib.Path) -> cfg.ConfigOpts:
     policy_file = tmp_path / 'policy.yaml'
     policy_file.write_text('"instance_aware:get_image_location": "!"\n',
                            encoding='utf-8')
+    conf_file = tmp_path / 'glance-api.conf'
+    conf_file.write_text(f'[oslo_policy]\npolicy_file = {policy_file}\n',
+                         encoding='utf-8')
     conf = cfg.ConfigOpts()
-    conf(['--config-dir', str(tmp_path)], project='glance',
+    conf(['--config-file', str(conf_file)], project='glance',
          default_config_files=[])
-    policy_opts.set_defaults(conf, policy_file=str(policy_file))
     return conf
 
 
