@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import webob
 from oslo_config import cfg
+from oslo_db import options as db_options
 from oslo_log import log as logging
 
 from instance_aware import capture, errors, listing
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
+GROUP_DATABASE = 'database'
 #: Names the property the update probe removes (it never exists).
 PROBE_PREFIX = 'instance_aware_probe_'
 #: Environ key: stored values a read-only request already loaded.
@@ -429,11 +431,7 @@ class CapturingFilter(base.Filter):
         strategy = self.config.list_strategy
         if strategy != 'auto':
             return bool(strategy == 'shows')
-        try:
-            connection = self.oslo_conf.database.connection
-        except (cfg.NoSuchOptError, AttributeError):
-            connection = None  # not inside Glance, or not configured
-        return not connection or str(connection).startswith('sqlite')
+        return not _registry_on_server_database(self.oslo_conf)
 
     def filter_scope(self, req: Request) -> list[str] | None:
         """Owners whose stored values may answer the caller's filters.
@@ -531,6 +529,22 @@ class CapturingFilter(base.Filter):
         response.charset = None
         response.body = listing.list_body(page, query, next_marker)
         return response
+
+
+def _registry_on_server_database(conf: cfg.ConfigOpts) -> bool:
+    """Whether the registry this stack runs in keeps its images in a
+    database server (``[database] connection`` of oslo.db, not SQLite).
+
+    Glance registers oslo.db's options only when it first opens its
+    database, maybe after our first request: they are registered here
+    (the same option objects, so Glance's own registration agrees).
+    """
+    try:
+        conf.register_opts(db_options.database_opts, GROUP_DATABASE)
+        connection = conf[GROUP_DATABASE].connection
+    except (cfg.Error, AttributeError):
+        return False
+    return bool(connection) and not str(connection).startswith('sqlite')
 
 
 def _is_uuid(value: str) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from oslo_config import cfg
+from oslo_db import options as db_options
 
 from instance_aware.filters.instance_metadata import InstanceMetadataFilter
 
@@ -12,7 +15,8 @@ def _filter(paste: dict[str, str],
             database: str | None) -> InstanceMetadataFilter:
     conf = cfg.ConfigOpts()
     if database is not None:
-        conf.register_opt(cfg.StrOpt('connection'), group='database')
+        # As Glance does, once it opens its database.
+        conf.register_opts(db_options.database_opts, group='database')
         conf.set_override('connection', database, group='database')
     conf([], project='test')
     return InstanceMetadataFilter(lambda environ, start: [], paste, conf)
@@ -34,3 +38,20 @@ def test_strategy(strategy: str, database: str | None, shows: bool) -> None:
 def test_unknown_strategy_fails_at_start() -> None:
     with pytest.raises(ValueError, match='list_strategy'):
         _filter({'list_strategy': 'fastest'}, None)
+
+
+def test_auto_reads_the_database_before_glance_registers_it(
+        tmp_path: Path) -> None:
+    """Glance registers ``[database]`` on first use of its database,
+    which may come after the stack's first request."""
+    conf_file = tmp_path / 'glance-api.conf'
+    conf_file.write_text('[database]\nconnection = '
+                         'postgresql+psycopg2://glance@db/glance\n',
+                         encoding='utf-8')
+    conf = cfg.ConfigOpts()
+    conf(['--config-file', str(conf_file)], project='test')
+    flt = InstanceMetadataFilter(lambda environ, start: [], {}, conf)
+    assert flt.fetch_by_shows is False
+    # Glance's own registration afterwards agrees with ours.
+    conf.register_opts(db_options.database_opts, group='database')
+    assert conf.database.connection.startswith('postgresql')
