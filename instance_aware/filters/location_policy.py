@@ -12,21 +12,24 @@ Nova (OSSN-0065, OSSN-0090).  With this filter one API serves both:
   ``instance_aware:fetch_image_location``;
 * writes: JSON-patch operations on ``/locations`` need
   ``instance_aware:set_image_location`` (add, replace) or
-  ``instance_aware:delete_image_location`` (remove), ``POST
-  /v2/images/{id}/locations`` needs ``instance_aware:add_image_location``;
-  refusals are 403 and nothing reaches the registry.
+  ``instance_aware:delete_image_location`` (remove, and ``DELETE
+  /v2/stores/{store}/{id}``), ``POST /v2/images/{id}/locations`` needs
+  ``instance_aware:add_image_location``; refusals are 403 and nothing
+  reaches the registry.
 
-It fails closed: every JSON response except image data and schemas is
-scrubbed wherever an object carries a location, whatever route produced
-it, and error bodies are stripped of store URLs.  Routing decisions use the
-normalised path (:mod:`instance_aware.routing`), so ``/v2.1/``, doubled
-slashes, escapes and case change nothing.
+It fails closed: every response except image data and schemas is scrubbed
+wherever an object carries a location (a ``loc_url`` too), whatever route
+produced it and whatever its media type, and error bodies are stripped of
+store URLs and location values.  Routing decisions use the normalised path
+(:mod:`instance_aware.routing`), so ``/v2.1/``, doubled slashes, escapes
+and case change nothing; JSON pointers are decoded as Glance decodes them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -47,14 +50,29 @@ ADD = 'instance_aware:add_image_location'
 
 #: Keys that carry a location, wherever they appear.
 LOCATION_KEYS = ('locations', 'direct_url')
+#: Every key removed for callers who may not see locations (``loc_url``:
+#: the input of ``location_import`` tasks).
+HIDDEN_KEYS = (*LOCATION_KEYS, 'loc_url')
 #: Routes whose bodies are image data: never read, never scrubbed.
 DATA_ROUTES = frozenset({'image_file', 'image_stage'})
-_MARKERS = (b'locations', b'direct_url', b'loc_url')
+#: Bodies without any of these cannot carry a hidden key (``\\u``: a key
+#: spelled with JSON escapes).
+_MARKERS = (b'locations', b'direct_url', b'loc_url', b'\\u')
+#: ``DELETE /v2/stores/{store_id}/{image_id}`` removes a location.
+_STORE_DELETE = re.compile(r'^/v2/stores/[^/]+/(?P<image_id>[^/]+)$')
 #: Store URLs that may appear in error messages.
 _STORE_URL = re.compile(
-    r'\b(?:file|rbd|swift(?:\+(?:https?|config))?|cinder|s3(?:\+https?)?'
-    r'|vsphere|sheepdog)://[^\s"\'<>]+', re.IGNORECASE)
-_REDACTED = '<location hidden>'
+    r'\b(?:file|filesystem|rbd|swift(?:\+(?:https?|config))?|cinder'
+    r'|s3(?:\+https?)?|vsphere|sheepdog)://[^\s"\'<>\\]+',
+    re.IGNORECASE)
+#: A quote as Python, JSON or an HTML error page writes it.
+_QUOTE = r"""(?:\\?['"]|&\#x27;|&\#39;|&quot;)"""
+#: A location value in a message (Glance quotes location dicts, whatever
+#: their scheme: ``'url': 'http://...'``).
+_LOCATION_VALUE = re.compile(
+    rf'(?P<key>{_QUOTE}(?:url|loc_url|direct_url){_QUOTE}\s*:\s*'
+    rf'(?P<quote>{_QUOTE}))(?:(?!(?P=quote)).)*', re.IGNORECASE)
+_REDACTED = '[location hidden]'
 
 
 class LocationPolicyFilter(base.Filter):
@@ -72,57 +90,87 @@ class LocationPolicyFilter(base.Filter):
     # -- writes ------------------------------------------------------------
 
     def process_request(self, req: Request) -> webob.Response | None:
-        name, method = req.route.name, req.method
+        name, method = req.route.name, req.method.upper()
         if name == 'image_locations' and method in ('GET', 'HEAD'):
-            self._require(req, FETCH, 'list the locations of')
-        elif name == 'image_locations' and method == 'POST':
-            self._require(req, ADD, 'add locations to')
-        elif name == 'image' and method == 'PATCH':
-            for rule in self._patch_rules(req):
-                self._require(req, rule, 'change the locations of')
+            return self._require(req, FETCH, 'list the locations of')
+        if name == 'image_locations' and method == 'POST':
+            return self._require(req, ADD, 'add locations to')
+        if name == 'image' and method == 'PATCH':
+            for rule in sorted(self._patch_rules(req)):
+                refused = self._require(req, rule, 'change the locations of')
+                if refused is not None:
+                    return refused
         elif name == 'images' and method == 'POST' and req.has_json_body:
-            body = req.read_json(self.config.max_json_body_size)
+            body = self._read_json(req)
             if isinstance(body, dict) and any(k in body
                                               for k in LOCATION_KEYS):
-                self._require(req, SET, 'set the locations of',
-                              lookup_owner=False)
+                return self._require(req, SET, 'set the locations of',
+                                     lookup_owner=False)
+        elif name is None and method == 'DELETE':
+            found = _STORE_DELETE.match(req.route.path)
+            if found:
+                return self._require(req, DELETE, 'delete the locations of',
+                                     image_id=found['image_id'])
         return None
 
+    def _read_json(self, req: Request) -> Any:
+        try:
+            return req.read_json(self.config.max_json_body_size)
+        except RecursionError as exc:
+            raise errors.bad_request(
+                'Malformed JSON in request body: nested too deeply.'
+            ) from exc
+
     def _patch_rules(self, req: Request) -> set[str]:
+        """The rules a JSON-patch document needs, decoded as Glance does.
+
+        A pointer that is not a string is refused with 400 here: Glance
+        would fail on it with a 500.
+        """
         if req.content_type not in (PATCH_V20, PATCH_V21):
             return set()
-        document = req.read_json(self.config.max_json_body_size)
+        document = self._read_json(req)
         if not isinstance(document, list):
             return set()
         rules: set[str] = set()
         for raw in document:
             op, pointer = _op_and_path(raw, req.content_type)
+            if op is None or pointer is _MISSING:
+                continue
+            if not isinstance(pointer, str):
+                raise errors.bad_request(
+                    f'Pointer `{json.dumps(pointer)}` is not a string.')
             path = capture.decode_pointer(pointer)
             if path and path[0] == 'locations':
                 rules.add(DELETE if op == 'remove' else SET)
         return rules
 
     def _require(self, req: Request, rule: str, action: str,
-                 lookup_owner: bool = True) -> None:
-        """Refuse with 403 unless ``rule`` allows the caller.
+                 lookup_owner: bool = True,
+                 image_id: str | None = None) -> webob.Response | None:
+        """``None`` if ``rule`` allows the caller, else refuse with 403.
 
         Rules that allow the caller whatever the owner (the defaults:
         administrators and services) need no lookup; otherwise the image
-        is shown as the caller to find its owner.
+        is shown as the caller to find its owner, and a caller who cannot
+        see it gets the registry's own answer (404, or 401 when
+        anonymous).
         """
         if self.allowed(req, rule, None):
-            return
-        if lookup_owner and req.route.image_id is not None:
-            shown = self.subrequest(req, 'GET',
-                                    f'/v2/images/{req.route.image_id}')
+            return None
+        image_id = image_id or req.route.image_id
+        if lookup_owner and image_id is not None:
+            shown = self.subrequest(
+                req, 'GET', '/v2/images/' + urllib.parse.quote(image_id,
+                                                               safe=''))
             if shown.status_int != 200:
-                raise errors.not_found(
-                    f'No image found with ID {req.route.image_id}')
+                return shown if shown.status_int in (401, 404) else (
+                    errors.not_found(f'No image found with ID {image_id}'))
             document = _loads(shown)
             owner = document.get('owner') if isinstance(document,
                                                         dict) else None
             if isinstance(owner, str) and self.allowed(req, rule, owner):
-                return
+                return None
         raise errors.forbidden(
             f'You are not authorized to {action} this image.')
 
@@ -130,22 +178,28 @@ class LocationPolicyFilter(base.Filter):
 
     def process_response(self, response: webob.Response,
                          request: Request) -> webob.Response:
-        if request.route.path.startswith('/v2/schemas'):
-            return response
-        if response.status_int >= 400:
-            return self._scrub_error(response, request)
-        if 'json' not in (response.content_type or ''):
+        """Scrub JSON structurally; redact text (errors, non-JSON)."""
+        failed = response.status_int >= 400
+        path = request.route.path
+        if not failed and (path == '/v2/schemas'
+                           or path.startswith('/v2/schemas/')):
             return response
         body = response.body
-        if not any(marker in body for marker in _MARKERS):
+        marked = any(marker in body for marker in _MARKERS)
+        if not (marked or failed):
             return response
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return response
-        if self._scrub(request, document, {}):
-            response.body = json.dumps(document,
-                                       ensure_ascii=False).encode('utf-8')
+        document = _parse(body) if marked else _NOT_JSON
+        scrubbed = body
+        if document is not _NOT_JSON and self._scrub(request, document,
+                                                      None, {}):
+            scrubbed = json.dumps(document,
+                                  ensure_ascii=False).encode('utf-8')
+        if (failed or document is _NOT_JSON) and not (
+                request.method.upper() == 'HEAD'
+                or self.allowed(request, READ, None)):
+            scrubbed = _redact(scrubbed)
+        if scrubbed != body:
+            response.body = scrubbed
         return response
 
     def _readable(self, req: Request, owner: Any,
@@ -155,51 +209,64 @@ class LocationPolicyFilter(base.Filter):
             cache[key] = self.allowed(req, READ, key)
         return cache[key]
 
-    def _scrub(self, req: Request, node: Any, cache: dict[Any, bool]
-               ) -> bool:
-        """Remove locations the caller may not see; ``True`` if changed."""
+    def _scrub(self, req: Request, node: Any, owner: Any,
+               cache: dict[Any, bool]) -> bool:
+        """Remove locations the caller may not see; ``True`` if changed.
+
+        An object's owner is its own ``owner``, else its container's (a
+        task's ``input`` belongs to the task's owner).
+        """
         changed = False
         if isinstance(node, list):
             for item in node:
-                changed = self._scrub(req, item, cache) or changed
+                changed = self._scrub(req, item, owner, cache) or changed
             return changed
         if not isinstance(node, dict):
             return False
-        if any(k in node for k in LOCATION_KEYS) and not self._readable(
-                req, node.get('owner'), cache):
-            for key in LOCATION_KEYS:
-                if key in node:
-                    del node[key]
-                    changed = True
-        task_input = node.get('input')
-        if isinstance(task_input, dict) and 'loc_url' in task_input and (
-                not self._readable(req, node.get('owner'), cache)):
-            del task_input['loc_url']
+        owner = node.get('owner', owner)
+        hidden = [key for key in HIDDEN_KEYS if key in node]
+        if hidden and not self._readable(req, owner, cache):
+            for key in hidden:
+                del node[key]
             changed = True
         for value in node.values():
-            changed = self._scrub(req, value, cache) or changed
+            changed = self._scrub(req, value, owner, cache) or changed
         return changed
 
-    def _scrub_error(self, response: webob.Response,
-                     req: Request) -> webob.Response:
-        if req.method == 'HEAD' or self.allowed(req, READ, None):
-            return response
-        text = response.body.decode('utf-8', 'replace')
-        redacted = _STORE_URL.sub(_REDACTED, text)
-        if redacted != text:
-            response.body = redacted.encode('utf-8')
-        return response
+
+#: A JSON-patch operation without a pointer (Glance answers 400).
+_MISSING = object()
 
 
-def _op_and_path(raw: Any, media_type: str) -> tuple[str | None, Any]:
+def _op_and_path(raw: Any, media_type: str) -> tuple[Any, Any]:
+    """``(op, pointer)`` of a raw operation; ``_MISSING`` if no pointer."""
     if not isinstance(raw, dict):
-        return None, None
+        return None, _MISSING
     if media_type == PATCH_V21:
-        return raw.get('op'), raw.get('path')
+        return raw.get('op'), raw.get('path', _MISSING)
     for op in capture.OPERATIONS:
         if op in raw:
             return op, raw[op]
-    return None, None
+    return None, _MISSING
+
+
+#: What :func:`_parse` answers for a body that is not JSON.
+_NOT_JSON = object()
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def _redact(body: bytes) -> bytes:
+    """``body`` with location values and store URLs redacted."""
+    text = body.decode('utf-8', 'replace')
+    redacted = _STORE_URL.sub(
+        _REDACTED, _LOCATION_VALUE.sub(rf'\g<key>{_REDACTED}', text))
+    return body if redacted == text else redacted.encode('utf-8')
 
 
 def _loads(response: webob.Response) -> Any:
