@@ -68,6 +68,10 @@ class Request(webob.Request):
         except (ValueError, UnicodeDecodeError) as exc:
             raise errors.bad_request(
                 f'Malformed JSON in request body: {exc}') from exc
+        except RecursionError:
+            raise errors.bad_request(
+                'Malformed JSON in request body: nested too deeply.'
+            ) from None
 
     def replace_json(self, document: Any) -> None:
         """Send ``document`` downstream in place of the original body."""
