@@ -5,7 +5,10 @@ Order, outermost first:
 1. ``location_policy``: refuses location writes before anything else is
    done and scrubs locations from everything the inner filters return;
 2. ``encryption_properties``: validates and captures encryption keys;
-3. ``instance_metadata``: captures instance keys and serves the query API.
+3. ``instance_metadata``: captures instance keys and serves the query API;
+4. ``data_integrity``: innermost, next to the registry, so the bytes it
+   hashes on upload and checks on download are exactly the registry's,
+   whatever the outer filters do (they pass image data through untouched).
 
 Each filter treats the next one exactly like the registry, so none knows
 another's internals.
@@ -20,6 +23,7 @@ from oslo_config import cfg
 
 from instance_aware.filters import (
     base,
+    data_integrity,
     encryption_properties,
     instance_metadata,
     location_policy,
@@ -33,6 +37,7 @@ ORDER: tuple[type[base.Filter], ...] = (
     location_policy.LocationPolicyFilter,
     encryption_properties.EncryptionPropertiesFilter,
     instance_metadata.InstanceMetadataFilter,
+    data_integrity.DataIntegrityFilter,
 )
 
 

@@ -171,3 +171,51 @@ class EncryptionKey(Base):
 
     image: orm.Mapped[Image] = orm.relationship(
         back_populates='encryption_key')
+
+
+# Sources and states of ia_image_data rows.
+UPLOAD = 'upload'
+STAGE = 'stage'
+IMPORT = 'import'
+STAGED = 'staged'
+RECORDED = 'recorded'
+TAMPERED = 'tampered'
+
+
+class ImageData(Base):
+    """``ia_image_data``: the digest of an image's data, as the stack saw it.
+
+    ``source`` says where the digest comes from: ``upload`` (computed over
+    ``PUT /file``), ``stage`` (computed over ``PUT /stage``) or ``import``
+    (the registry's own digest, taken when an import plugin rewrote staged
+    data).  ``state`` is ``staged`` until a staged digest has been compared
+    with what the import stored, then ``recorded``, or ``tampered`` after a
+    download that did not match (``tampered_at``).  ``verified_at`` is the
+    last full download that matched.
+    """
+
+    __tablename__ = 'ia_image_data'
+    __table_args__ = (
+        sa.UniqueConstraint('registry_id', 'image_id',
+                            name='uq_ia_image_data_registry_image'),
+        sa.Index('ix_ia_image_data_state', 'registry_id', 'state'),
+        TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(BigId, primary_key=True,
+                                            autoincrement=True)
+    registry_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    image_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    source: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    state: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    #: A :mod:`hashlib` name, as Glance's ``os_hash_algo``.
+    algo: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    #: Hex digest, as Glance's ``os_hash_value``.
+    digest: orm.Mapped[str] = orm.mapped_column(sa.String(128))
+    size: orm.Mapped[int] = orm.mapped_column(sa.BigInteger())
+    recorded_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        Timestamp, default=utcnow)
+    verified_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
+        Timestamp)
+    tampered_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
+        Timestamp)

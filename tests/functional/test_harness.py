@@ -60,7 +60,7 @@ def test_both_ports_are_one_glance_with_and_without_stack(
     glance_chain = ['CORS', 'HTTPProxyToWSGI', 'VersionNegotiationFilter',
                     'WsgiMiddleware', 'ContextMiddleware']
     stack = ['LocationPolicyFilter', 'EncryptionPropertiesFilter',
-             'InstanceMetadataFilter']
+             'InstanceMetadataFilter', 'DataIntegrityFilter']
     assert chains['stacked'] == [
         'URLMap', *glance_chain, *stack, 'URLMap', 'Resource']
     assert chains['bare'] == ['URLMap', *glance_chain, 'URLMap', 'Resource']

@@ -1,0 +1,448 @@
+"""Filter ``data_integrity``: downloads checked against what was uploaded.
+
+Image data is hashed as it streams through, never buffered: uploads
+(``PUT /v2/images/{id}/file``) and stages (``PUT .../stage``) through a
+reader wrapping ``wsgi.input``, full downloads (``GET .../file``) through
+an iterator wrapping the registry's response; one ``hashlib`` update per
+chunk, no copies.  The algorithm is Glance's ``os_hash_algo``: ``[DEFAULT]
+hashing_algorithm`` when Glance's options are registered in the process,
+else this filter's paste key ``hashing_algorithm``, else sha512 (Glance's
+default).  Option ``verify_image_data`` turns everything off.
+
+Recording.  After the registry answers 204, and only if the stack saw the
+whole body go in (``Content-Length`` bytes, or the end of a chunked body),
+algorithm, digest and size are recorded in ``ia_image_data``.  A short,
+aborted or refused upload records nothing.  If the mapping database is
+down then, the upload still succeeds (the registry has the data): the
+failure is logged and that image's downloads go unchecked.
+
+Stage.  ``PUT /stage`` records the digest of the staged bytes as
+``staged``.  glance-direct stores them as they are unless an import
+plugin (``image_conversion``, ``image_decompression``) rewrites them, so
+the first full download compares the staged digest with the registry's
+``os_hash_value`` (one image GET, once):
+
+* equal: the record becomes ``recorded`` and is used as it is;
+* different, and plugins may rewrite data (Glance's ``[image_import_opts]
+  image_import_plugins``; unknown until the process ran an import, then
+  ``image_conversion_enabled`` decides): the registry's digest, computed
+  when the import stored the data, is recorded instead (source
+  ``import``), so later changes to the stored file are still caught;
+* different while no plugin rewrites data: the staged file changed before
+  the import stored it.  Alert; the download is checked against the
+  staged digest (and fails).
+
+Checking.  A full download (200, no ``Range`` nor Glance's legacy request
+``Content-Range``) of an image with a record is hashed on the way out.
+The last non-empty chunk is held back until the registry's iterator is
+exhausted.  On a mismatch that chunk is never sent, an ``ALERT`` is
+logged at error level with the image id, the record is marked
+``tampered`` and :class:`ImageDataMismatch` is raised.  The registry's
+``Content-Length`` is already on the wire, so the client gets a short
+body: a WSGI server closes the connection when the body iterator raises
+after the headers went out (gunicorn logs "Error handling request" with
+the traceback), and HTTP clients report an incomplete read, never
+silently wrong bytes.  If not a byte was sent yet (a one-chunk image),
+gunicorn answers 500 instead.  Every later download is checked again and
+fails again; one that matches (the operator restored the file) is served
+and the record is ``recorded`` again, ``tampered_at`` kept as history.
+A matching download stamps ``verified_at``.  If the mapping database is
+down the download is served unchecked, with a warning: images stay
+available without it.  Range requests, ``HEAD``, other statuses and
+images without a record (data uploaded around the stack, ``web-download``
+imports, locations added by API) pass untouched, as do responses whose
+status is unknown when the registry returns (webob applications, Glance
+included, call ``start_response`` first).
+
+Place in the stack: innermost, next to the registry, so the bytes hashed
+are exactly the bytes the registry received and sent, whatever the outer
+filters do; Glance's ``cache`` filter sits inside it in the pipeline, so
+images served from Glance's image cache are checked too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from instance_aware import routing
+from instance_aware.filters import base
+from instance_aware.request import Request
+from instance_aware.store import engine as store_engine
+from instance_aware.store import errors as store_errors
+from instance_aware.store import models
+from instance_aware.store.digests import Digest, Digests
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+LOG = logging.getLogger(__name__)
+
+#: Glance's default ``hashing_algorithm``.
+DEFAULT_ALGORITHM = 'sha512'
+#: Paste key naming the algorithm when Glance's options are not loaded.
+ALGORITHM_KEY = 'hashing_algorithm'
+#: Glance import plugins known to store the staged bytes unchanged.
+_KEEPING_PLUGINS = frozenset({'no_op', 'inject_image_metadata'})
+
+
+class ImageDataMismatch(Exception):
+    """A download's data does not match the recorded digest.
+
+    Raised from the response body after its last bytes were withheld, so
+    the server aborts the transfer.
+    """
+
+
+class _Hash(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class HashingReader:
+    """A ``wsgi.input`` that hashes and counts what is read through it.
+
+    Every read method of the WSGI input stream is wrapped; the bytes are
+    handed on as they are (no copy).  ``eof`` is set once a read returned
+    nothing or read to the end: the end of a chunked body was reached.
+    """
+
+    def __init__(self, raw: Any, hasher: _Hash) -> None:
+        self._raw = raw
+        self._hasher = hasher
+        self.count = 0
+        self.eof = False
+
+    def _seen(self, data: bytes, size: int | None) -> bytes:
+        if data:
+            self._hasher.update(data)
+            self.count += len(data)
+        elif size != 0:
+            self.eof = True
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            # Reads to the end of the body, by definition.
+            data = self._seen(self._raw.read(), None)
+            self.eof = True
+            return data
+        return self._seen(self._raw.read(size), size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self._seen(self._raw.readline(), None)
+        return self._seen(self._raw.readline(size), size)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def close(self) -> None:
+        close = getattr(self._raw, 'close', None)
+        if close is not None:
+            close()
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+
+class CheckedBody:
+    """A download body hashed on the way out, its end sent only if it
+    matches ``expected``.
+
+    ``finished(matched, hexdigest, size)`` runs once the registry's
+    iterator is exhausted: on a mismatch instead of sending the last
+    non-empty chunk, on a match after sending it.
+    """
+
+    def __init__(self, body: Iterable[bytes], expected: Digest,
+                 finished: Callable[[bool, str, int], None]) -> None:
+        self._body = body
+        self._expected = expected
+        self._finished = finished
+        self._iterator: Iterator[bytes] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._iterator is None:
+            self._iterator = self._checked()
+        return self._iterator
+
+    def _checked(self) -> Iterator[bytes]:
+        hasher = hashlib.new(self._expected.algo)
+        size = 0
+        held: bytes | None = None
+        for chunk in self._body:
+            if not chunk:
+                continue
+            hasher.update(chunk)
+            size += len(chunk)
+            if held is not None:
+                yield held
+            held = chunk
+        digest = hasher.hexdigest()
+        if digest != self._expected.digest or size != self._expected.size:
+            self._finished(False, digest, size)
+            raise ImageDataMismatch(
+                f'data of image {self._expected.image_id} does not match '
+                'its recorded digest; transfer aborted')
+        if held is not None:
+            yield held
+        # After the last bytes went out: the client does not wait for it.
+        self._finished(True, digest, size)
+
+    def close(self) -> None:
+        try:
+            if self._iterator is not None:
+                self._iterator.close()  # type: ignore[attr-defined]
+        finally:
+            close = getattr(self._body, 'close', None)
+            if close is not None:
+                close()
+
+
+class _Status:
+    """``start_response`` that remembers the status it passed on."""
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self._start_response = start_response
+        self.code: int | None = None
+
+    def __call__(self, status: str, headers: list[tuple[str, str]],
+                 exc_info: Any = None) -> Callable[[bytes], object]:
+        try:
+            self.code = int(status.split(None, 1)[0])
+        except (ValueError, IndexError):
+            self.code = None
+        return self._start_response(status, headers, exc_info)
+
+
+def _content_length(environ: WSGIEnvironment) -> int | None:
+    if 'chunked' in environ.get('HTTP_TRANSFER_ENCODING', '').lower():
+        return None
+    try:
+        return int(environ['CONTENT_LENGTH'])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class DataIntegrityFilter(base.Filter):
+    """Record the digest of uploaded data; check full downloads."""
+
+    ROUTES: ClassVar[frozenset[str | None]] = frozenset(
+        {'image_file', 'image_stage'})
+
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get('REQUEST_METHOD', 'GET').upper()
+        if method not in ('GET', 'PUT'):
+            return self.application(environ, start_response)
+        route = routing.match(method, environ.get('PATH_INFO', ''))
+        image_id = route.image_id
+        if (route.name not in self.ROUTES or image_id is None
+                or not self.config.verify_image_data):
+            return self.application(environ, start_response)
+        if method == 'PUT':
+            source = models.UPLOAD if route.name == 'image_file' else (
+                models.STAGE)
+            return self._upload(environ, start_response, image_id, source)
+        if route.name == 'image_file' and not (
+                'HTTP_RANGE' in environ or 'HTTP_CONTENT_RANGE' in environ):
+            return self._download(environ, start_response, image_id)
+        return self.application(environ, start_response)
+
+    # -- configuration -----------------------------------------------------
+
+    @functools.cached_property
+    def digests(self) -> Digests:
+        """The digest store (engine shared per process and URL)."""
+        engine = store_engine.get_engine(
+            self.config.connection,
+            pool_size=self.config.db_pool_size,
+            max_overflow=self.config.db_max_overflow,
+            pool_timeout=self.config.db_pool_timeout,
+            connect_timeout=self.config.db_connect_timeout)
+        return Digests(store_engine.Database(engine),
+                       self.config.registry_id)
+
+    @property
+    def algorithm(self) -> str:
+        """Glance's ``hashing_algorithm``, else ours, else sha512."""
+        try:
+            name = self.oslo_conf.hashing_algorithm
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+            name = None
+        return str(name or self.conf.get(ALGORITHM_KEY) or DEFAULT_ALGORITHM)
+
+    def _import_may_rewrite(self) -> bool | None:
+        """Whether glance-direct may store other bytes than were staged.
+
+        ``None`` when unknown: Glance registers its import options only
+        when a process runs its first import.
+        """
+        try:
+            plugins = self.oslo_conf.image_import_opts.image_import_plugins
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+            return True if self.config.image_conversion_enabled else None
+        return bool(set(plugins or ()) - _KEEPING_PLUGINS)
+
+    # -- uploads -----------------------------------------------------------
+
+    def _upload(self, environ: WSGIEnvironment,
+                start_response: StartResponse, image_id: str,
+                source: str) -> Iterable[bytes]:
+        algo = self.algorithm
+        try:
+            hasher = hashlib.new(algo)
+        except ValueError:
+            LOG.error('Unknown hashing algorithm %r: data of image %s is '
+                      'not recorded', algo, image_id)
+            return self.application(environ, start_response)
+        reader = HashingReader(environ['wsgi.input'], hasher)
+        environ['wsgi.input'] = reader
+        status = _Status(start_response)
+        body = self.application(environ, status)
+        if status.code == 204:
+            self._record(environ, image_id, source, algo, reader)
+        return body
+
+    def _record(self, environ: WSGIEnvironment, image_id: str, source: str,
+                algo: str, reader: HashingReader) -> None:
+        expected = _content_length(environ)
+        complete = (reader.count == expected if expected is not None
+                    else reader.eof)
+        if not complete:
+            LOG.warning('The registry accepted data for image %s but the '
+                        'stack saw an incomplete body (%d of %s bytes); '
+                        'its digest is not recorded', image_id,
+                        reader.count,
+                        'unknown' if expected is None else expected)
+            return
+        state = models.STAGED if source == models.STAGE else models.RECORDED
+        try:
+            self.digests.record(image_id, algo=algo,
+                                digest=reader.hexdigest(),
+                                size=reader.count, source=source,
+                                state=state)
+        except store_errors.StoreError as exc:
+            LOG.error('Mapping database unavailable: the digest of image '
+                      '%s was not recorded and its downloads will not be '
+                      'checked: %s', image_id, exc)
+
+    # -- downloads ---------------------------------------------------------
+
+    def _download(self, environ: WSGIEnvironment,
+                  start_response: StartResponse,
+                  image_id: str) -> Iterable[bytes]:
+        status = _Status(start_response)
+        body = self.application(environ, status)
+        if status.code != 200:
+            return body
+        try:
+            expected = self._expected(environ, image_id)
+        except store_errors.StoreError as exc:
+            LOG.warning('Mapping database unavailable: image %s is served '
+                        'without checking its data: %s', image_id, exc)
+            return body
+        except BaseException:
+            close = getattr(body, 'close', None)
+            if close is not None:
+                close()
+            raise
+        if expected is None:
+            return body
+        return CheckedBody(body, expected,
+                           functools.partial(self._checked, expected))
+
+    def _expected(self, environ: WSGIEnvironment,
+                  image_id: str) -> Digest | None:
+        record = self.digests.get(image_id)
+        if record is not None and record.state == models.STAGED:
+            return self._settle_stage(environ, record)
+        return record
+
+    def _registry_digest(self, environ: WSGIEnvironment,
+                         image_id: str) -> tuple[str, str, int] | None:
+        """The registry's ``(os_hash_algo, os_hash_value, size)``."""
+        req = Request({k: v for k, v in environ.items()
+                       if k != 'HTTP_ACCEPT'})
+        response = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
+        if response.status_int != 200:
+            return None
+        try:
+            shown = response.json_body
+            algo, value, size = (shown['os_hash_algo'],
+                                 shown['os_hash_value'], shown['size'])
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not (isinstance(algo, str) and isinstance(value, str)
+                and isinstance(size, int)):
+            return None
+        return algo, value, size
+
+    def _settle_stage(self, environ: WSGIEnvironment,
+                      record: Digest) -> Digest | None:
+        """What a staged digest means now that the import stored data."""
+        image_id = record.image_id
+        shown = self._registry_digest(environ, image_id)
+        if shown is None:
+            LOG.warning('Image %s: the registry shows no digest yet; '
+                        'served without checking its data', image_id)
+            return None
+        algo, value, size = shown
+        rewrites = self._import_may_rewrite()
+        if (algo, value) == (record.algo, record.digest) or (
+                algo != record.algo and rewrites is False):
+            self.digests.confirm(image_id, record.digest)
+            return dataclasses.replace(record, state=models.RECORDED)
+        if algo == record.algo and rewrites is False:
+            LOG.error('ALERT: the staged data of image %s changed before '
+                      'the import stored it (staged %s %s, stored %s); no '
+                      'import plugin rewrites data here', image_id, algo,
+                      record.digest, value)
+            return record
+        LOG.info('Image %s: the import stored other data than was staged '
+                 '(import plugins may rewrite it); downloads are checked '
+                 "against the registry's %s digest computed at import",
+                 image_id, algo)
+        return self.digests.record(image_id, algo=algo, digest=value,
+                                   size=size, source=models.IMPORT)
+
+    def _checked(self, expected: Digest, matched: bool, digest: str,
+                 size: int) -> None:
+        """Log and store the outcome of a full download."""
+        image_id = expected.image_id
+        if not matched:
+            LOG.error('ALERT: data of image %s does not match the digest '
+                      'recorded at %s (%s %s, %d bytes); the download gave '
+                      '%s over %d bytes.  Transfer cut short, image marked '
+                      'tampered.', image_id, expected.recorded_at,
+                      expected.algo, expected.digest, expected.size,
+                      digest, size)
+        try:
+            if matched:
+                self.digests.mark_verified(image_id, expected.digest)
+            else:
+                self.digests.mark_tampered(image_id, expected.digest)
+        except store_errors.StoreError as exc:
+            LOG.warning('Mapping database unavailable: the check of image '
+                        '%s (%s) is not stored: %s', image_id,
+                        'match' if matched else 'MISMATCH', exc)
+

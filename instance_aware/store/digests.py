@@ -1,0 +1,122 @@
+"""Digests of image data in ``ia_image_data``, one short transaction each.
+
+:class:`Digests` is what :mod:`instance_aware.filters.data_integrity`
+reads and writes: the digest recorded after the registry accepted an
+upload (or a stage), and the outcome of every full download checked
+against it.  Updates that follow a download name the digest they checked,
+so a download that finishes after the image got new data never marks the
+new record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from instance_aware.store import errors, models
+from instance_aware.store.engine import Database
+
+
+@dataclasses.dataclass(frozen=True)
+class Digest:
+    """What the store holds for the data of one image."""
+
+    image_id: str
+    source: str
+    state: str
+    algo: str
+    digest: str
+    size: int
+    recorded_at: datetime.datetime
+    verified_at: datetime.datetime | None
+    tampered_at: datetime.datetime | None
+
+
+def _digest(row: models.ImageData) -> Digest:
+    return Digest(image_id=row.image_id, source=row.source, state=row.state,
+                  algo=row.algo, digest=row.digest, size=row.size,
+                  recorded_at=row.recorded_at, verified_at=row.verified_at,
+                  tampered_at=row.tampered_at)
+
+
+class Digests:
+    """Data digests of one registry's images."""
+
+    def __init__(self, db: Database, registry_id: str) -> None:
+        self.db = db
+        self.registry_id = registry_id
+
+    def _where(self, image_id: str) -> sa.ColumnElement[bool]:
+        return sa.and_(models.ImageData.registry_id == self.registry_id,
+                       models.ImageData.image_id == image_id)
+
+    def get(self, image_id: str) -> Digest | None:
+        """The digest recorded for ``image_id``, if any."""
+        with self.db.session() as session:
+            row = session.scalars(sa.select(models.ImageData).where(
+                self._where(image_id))).one_or_none()
+            return None if row is None else _digest(row)
+
+    def record(self, image_id: str, *, algo: str, digest: str, size: int,
+               source: str, state: str = models.RECORDED) -> Digest:
+        """Record (or replace) the digest of the data ``image_id`` has now.
+
+        New data forgets the outcome of earlier checks.  Two processes
+        recording the same image at once: the later one wins.
+        """
+        try:
+            return self._record(image_id, algo, digest, size, source, state)
+        except errors.Conflict:
+            return self._record(image_id, algo, digest, size, source, state)
+
+    def _record(self, image_id: str, algo: str, digest: str, size: int,
+                source: str, state: str) -> Digest:
+        with self.db.session(write=True) as session:
+            row = session.scalars(sa.select(models.ImageData).where(
+                self._where(image_id)).with_for_update()).one_or_none()
+            if row is None:
+                row = models.ImageData(registry_id=self.registry_id,
+                                       image_id=image_id)
+                session.add(row)
+            row.algo, row.digest, row.size = algo, digest, size
+            row.source, row.state = source, state
+            row.recorded_at = models.utcnow()
+            row.verified_at = row.tampered_at = None
+            session.flush()
+            return _digest(row)
+
+    def _update(self, image_id: str, digest: str, session: orm.Session,
+                **values: object) -> bool:
+        result = session.execute(
+            sa.update(models.ImageData)
+            .where(self._where(image_id), models.ImageData.digest == digest)
+            .values(**values))
+        return bool(getattr(result, 'rowcount', 0))
+
+    def confirm(self, image_id: str, digest: str) -> bool:
+        """A staged digest matches what the import stored: ``recorded``."""
+        with self.db.session(write=True) as session:
+            return self._update(image_id, digest, session,
+                                state=models.RECORDED)
+
+    def mark_verified(self, image_id: str, digest: str) -> bool:
+        """A full download matched ``digest``: stamp ``verified_at``.
+
+        A record marked tampered whose data matches again (the operator
+        restored the file) is ``recorded`` again; ``tampered_at`` stays as
+        history.
+        """
+        with self.db.session(write=True) as session:
+            return self._update(image_id, digest, session,
+                                state=models.RECORDED,
+                                verified_at=models.utcnow())
+
+    def mark_tampered(self, image_id: str, digest: str) -> bool:
+        """A full download did not match ``digest``: ``tampered``."""
+        with self.db.session(write=True) as session:
+            return self._update(image_id, digest, session,
+                                state=models.TAMPERED,
+                                tampered_at=models.utcnow())

@@ -1,0 +1,74 @@
+"""The digest store on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import sqlalchemy as sa
+
+from instance_aware.store import engine as ia_engine
+from instance_aware.store import models
+from instance_aware.store.digests import Digests
+
+pytestmark = pytest.mark.database
+
+IMAGE = '0b9f3d6e-1c2a-4e5f-8a7b-6c5d4e3f2a1b'
+SHA = hashlib.sha512(b'data').hexdigest()
+OTHER = hashlib.sha512(b'other').hexdigest()
+
+
+@pytest.fixture
+def digests(migrated_engine: sa.Engine) -> Digests:
+    return Digests(ia_engine.Database(migrated_engine), 'r1')
+
+
+def test_record_get_and_replace(digests: Digests) -> None:
+    assert digests.get(IMAGE) is None
+    first = digests.record(IMAGE, algo='sha512', digest=SHA, size=4,
+                           source=models.STAGE, state=models.STAGED)
+    assert digests.get(IMAGE) == first
+    assert (first.algo, first.digest, first.size, first.source,
+            first.state) == ('sha512', SHA, 4, models.STAGE, models.STAGED)
+    assert digests.mark_tampered(IMAGE, SHA)
+    second = digests.record(IMAGE, algo='sha512', digest=OTHER, size=5,
+                            source=models.UPLOAD)
+    assert (second.digest, second.state, second.tampered_at,
+            second.verified_at) == (OTHER, models.RECORDED, None, None)
+    assert second.recorded_at >= first.recorded_at
+
+
+def test_registries_are_kept_apart(digests: Digests,
+                                   migrated_engine: sa.Engine) -> None:
+    other = Digests(ia_engine.Database(migrated_engine), 'r2')
+    digests.record(IMAGE, algo='sha512', digest=SHA, size=4,
+                   source=models.UPLOAD)
+    assert other.get(IMAGE) is None
+    other.record(IMAGE, algo='sha256', digest='ab', size=1,
+                 source=models.UPLOAD)
+    mine = digests.get(IMAGE)
+    assert mine is not None and mine.digest == SHA
+
+
+def test_marks_apply_only_to_the_digest_checked(digests: Digests) -> None:
+    digests.record(IMAGE, algo='sha512', digest=SHA, size=4,
+                   source=models.STAGE, state=models.STAGED)
+    assert not digests.confirm(IMAGE, OTHER)
+    assert not digests.mark_tampered(IMAGE, OTHER)
+    assert not digests.mark_verified('missing', SHA)
+    assert digests.confirm(IMAGE, SHA)
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.state, record.verified_at, record.tampered_at) == (
+        models.RECORDED, None, None)
+    assert digests.mark_tampered(IMAGE, SHA)
+    tampered = digests.get(IMAGE)
+    assert tampered is not None and tampered.state == models.TAMPERED
+    assert tampered.tampered_at is not None
+    # Restored data matches again: recorded, with the tampering as history.
+    assert digests.mark_verified(IMAGE, SHA)
+    restored = digests.get(IMAGE)
+    assert restored is not None
+    assert (restored.state, restored.tampered_at) == (
+        models.RECORDED, tampered.tampered_at)
+    assert restored.verified_at is not None

@@ -1,0 +1,703 @@
+"""The data integrity filter against a fake registry.
+
+Uploads are hashed as the registry reads them (whichever way it reads),
+recorded only when complete and accepted; full downloads are checked on
+the way out and cut short when they do not match; everything else passes
+untouched, in constant memory whatever the size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import pathlib
+import tracemalloc
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+import webob
+from oslo_config import cfg
+
+from instance_aware.filters import data_integrity, stack
+from instance_aware.store import engine as ia_engine
+from instance_aware.store import migration, models
+from instance_aware.store.digests import Digests
+
+IMAGE = '8d3a5e0c-4a0b-4c84-9a53-2b1f0c7d9e11'
+FILE = f'/v2/images/{IMAGE}/file'
+STAGE = f'/v2/images/{IMAGE}/stage'
+KIB = 1024
+MIB = 1024 * KIB
+CHUNK = 64 * KIB
+
+
+def _chunks(total: int, chunk: int = CHUNK, seed: int = 0) -> Iterator[bytes]:
+    """``total`` bytes as fresh ``bytes`` objects (nothing shared)."""
+    block = hashlib.sha512(str(seed).encode()).digest() * (chunk // 64 + 1)
+    sent = 0
+    index = 0
+    while sent < total:
+        size = min(chunk, total - sent)
+        yield bytes([index % 251]) + block[1:size]
+        sent += size
+        index += 1
+
+
+def _digest(chunks: Iterable[bytes], algo: str = 'sha512') -> str:
+    hasher = hashlib.new(algo)
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+class StreamInput:
+    """A ``wsgi.input`` fed by a generator, holding one chunk at most.
+
+    ``fail_after`` raises ``OSError`` (a client that went away) once that
+    many bytes were read.
+    """
+
+    def __init__(self, chunks: Iterable[bytes],
+                 fail_after: int | None = None) -> None:
+        self._chunks = iter(chunks)
+        self._rest = b''
+        self._read = 0
+        self._fail_after = fail_after
+
+    def read(self, size: int = -1) -> bytes:
+        """``size`` bytes, fewer only at the end (as gunicorn's input)."""
+        if self._fail_after is not None and self._read >= self._fail_after:
+            raise OSError('client disconnected')
+        pieces = []
+        wanted = size if size >= 0 else float('inf')
+        got = 0
+        while got < wanted:
+            if not self._rest:
+                self._rest = next(self._chunks, b'')
+                if not self._rest:
+                    break
+            take = min(len(self._rest), wanted - got)
+            if take == len(self._rest):
+                piece, self._rest = self._rest, b''
+            else:
+                piece = self._rest[:int(take)]
+                self._rest = self._rest[int(take):]
+            pieces.append(piece)
+            got += len(piece)
+        data = pieces[0] if len(pieces) == 1 else b''.join(pieces)
+        self._read += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self.read(size)
+        if b'\n' in data:
+            line, _, rest = data.partition(b'\n')
+            self._rest = rest + self._rest
+            self._read -= len(rest)
+            return line + b'\n'
+        return data
+
+
+class Registry:
+    """A fake registry: stores uploads (as a digest), serves downloads.
+
+    ``reads`` picks how an upload body is read: ``body_file`` (webob's,
+    as Glance does), ``raw`` (``wsgi.input.read``), ``lines`` (iterating
+    the input) or ``all`` (one ``read()``).
+    """
+
+    def __init__(self) -> None:
+        self.reads = 'body_file'
+        self.put_status = '204 No Content'
+        self.read_at_most: int | None = None
+        self.received: str | None = None
+        self.received_size = 0
+        self.download: Callable[[], Iterable[bytes]] = lambda: [b'data']
+        self.download_status = '200 OK'
+        self.shown: dict[str, Any] = {}
+        self.bodies: list[Body] = []
+        self.calls: list[str] = []
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ['REQUEST_METHOD'], environ['PATH_INFO']
+        self.calls.append(f'{method} {path}')
+        if method == 'PUT':
+            self._upload(environ)
+            start_response(self.put_status, [('Content-Length', '0')])
+            return []
+        if path.endswith('/file'):
+            body = Body(self.download())
+            self.bodies.append(body)
+            start_response(self.download_status, [
+                ('Content-Type', 'application/octet-stream')])
+            return body
+        data = json.dumps(self.shown).encode()
+        start_response('200 OK', [('Content-Type', 'application/json'),
+                                  ('Content-Length', str(len(data)))])
+        return [data]
+
+    def _upload(self, environ: dict[str, Any]) -> None:
+        hasher = hashlib.sha512()
+        size = 0
+        stream = environ['wsgi.input']
+        if self.reads == 'body_file':
+            request = webob.Request(environ)
+            request.is_body_readable = True
+            stream = request.body_file
+        if self.reads == 'lines':
+            pieces: Iterable[bytes] = stream
+        elif self.reads == 'all':
+            pieces = [stream.read()]
+        else:
+            pieces = iter(lambda: stream.read(CHUNK), b'')
+        for piece in pieces:
+            hasher.update(piece)
+            size += len(piece)
+            if self.read_at_most is not None and size >= self.read_at_most:
+                break
+        self.received, self.received_size = hasher.hexdigest(), size
+
+
+class Body:
+    """The registry's download iterable; remembers being closed."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def db_url(tmp_path: pathlib.Path) -> str:
+    url = f'sqlite:///{tmp_path / "ia.sqlite"}'
+    engine = ia_engine.create_engine(url)
+    try:
+        migration.upgrade(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def digests(db_url: str) -> Iterator[Digests]:
+    engine = ia_engine.create_engine(db_url)
+    yield Digests(ia_engine.Database(engine), 'default')
+    engine.dispose()
+
+
+@pytest.fixture
+def conf() -> cfg.ConfigOpts:
+    c = cfg.ConfigOpts()
+    c([], project='glance')
+    return c
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def make_filter(db_url: str, registry: Registry, conf: cfg.ConfigOpts
+                ) -> Callable[..., data_integrity.DataIntegrityFilter]:
+    def make(**paste: str) -> data_integrity.DataIntegrityFilter:
+        return data_integrity.DataIntegrityFilter(
+            registry, {'connection': db_url, **paste}, conf)
+    return make
+
+
+@pytest.fixture
+def stack_filter(make_filter: Callable[..., Any]
+                 ) -> data_integrity.DataIntegrityFilter:
+    result: data_integrity.DataIntegrityFilter = make_filter()
+    return result
+
+
+def _environ(method: str, path: str, body: Iterable[bytes] = (),
+             length: int | None = None,
+             headers: dict[str, str] | None = None,
+             **input_kwargs: Any) -> dict[str, Any]:
+    """A WSGI environ; ``length`` None means a chunked body."""
+    environ: dict[str, Any] = webob.Request.blank(
+        path, method=method, headers=headers or {}).environ
+    environ.pop('CONTENT_LENGTH', None)
+    environ['wsgi.input'] = StreamInput(body, **input_kwargs)
+    if method == 'PUT':
+        environ['CONTENT_TYPE'] = 'application/octet-stream'
+        if length is None:
+            environ['HTTP_TRANSFER_ENCODING'] = 'chunked'
+            environ['wsgi.input_terminated'] = True
+        else:
+            environ['CONTENT_LENGTH'] = str(length)
+    return environ
+
+
+class Started:
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+
+    def __call__(self, status: str, headers: list[tuple[str, str]],
+                 exc_info: Any = None) -> Callable[[bytes], None]:
+        self.status, self.headers = status, headers
+        return lambda data: None
+
+
+def _call(app: Any, environ: dict[str, Any]) -> tuple[Started, Any]:
+    started = Started()
+    return started, app(environ, started)
+
+
+def _drain(body: Iterable[bytes]) -> tuple[str, int]:
+    """Consume ``body`` as a server does; its digest and size."""
+    hasher = hashlib.sha512()
+    size = 0
+    try:
+        for chunk in body:
+            hasher.update(chunk)
+            size += len(chunk)
+    finally:
+        close = getattr(body, 'close', None)
+        if close is not None:
+            close()
+    return hasher.hexdigest(), size
+
+
+def _upload(app: Any, data: bytes | None = None, *, chunked: bool = False,
+            path: str = FILE) -> Started:
+    payload = b'image data \n' * 5000 if data is None else data
+    pieces = [payload[i:i + 7000] for i in range(0, len(payload), 7000)]
+    started, body = _call(app, _environ(
+        'PUT', path, pieces, None if chunked else len(payload)))
+    _drain(body)
+    return started
+
+
+# -- uploads ---------------------------------------------------------------
+
+@pytest.mark.parametrize('chunked', [
+    pytest.param(False, id='content-length'),
+    pytest.param(True, id='chunked')])
+@pytest.mark.parametrize('reads', ['body_file', 'raw', 'lines', 'all'])
+def test_upload_records_the_digest_of_what_the_registry_read(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        chunked: bool, reads: str) -> None:
+    registry.reads = reads
+    data = b'line of an image\n' * 40_000 + b'no newline at the end'
+    started = _upload(stack_filter, data, chunked=chunked)
+    assert started.status == '204 No Content'
+    assert registry.received == hashlib.sha512(data).hexdigest()
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.algo, record.digest, record.size) == (
+        'sha512', hashlib.sha512(data).hexdigest(), len(data))
+    assert (record.source, record.state) == (models.UPLOAD,
+                                             models.RECORDED)
+    assert record.verified_at is None and record.tampered_at is None
+
+
+def test_empty_upload_is_recorded(stack_filter: Any,
+                                  digests: Digests) -> None:
+    _upload(stack_filter, b'')
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.digest, record.size) == (hashlib.sha512().hexdigest(), 0)
+
+
+def test_stage_records_a_staged_digest(stack_filter: Any,
+                                       digests: Digests) -> None:
+    data = b'staged bytes' * 1000
+    _upload(stack_filter, data, chunked=True, path=STAGE)
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state, record.digest, record.size) == (
+        models.STAGE, models.STAGED, hashlib.sha512(data).hexdigest(),
+        len(data))
+
+
+@pytest.mark.parametrize(('setup', 'chunked'), [
+    pytest.param({'read_at_most': 30_000}, True, id='chunked-end-not-read'),
+    pytest.param({'put_status': '413 Request Entity Too Large'}, False,
+                 id='refused-413'),
+    pytest.param({'put_status': '409 Conflict'}, True, id='refused-409'),
+    pytest.param({'put_status': '200 OK'}, False, id='not-204'),
+])
+def test_uploads_not_complete_or_not_accepted_are_not_recorded(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        setup: dict[str, Any], chunked: bool) -> None:
+    registry.reads = 'raw'
+    for key, value in setup.items():
+        setattr(registry, key, value)
+    _upload(stack_filter, chunked=chunked)
+    assert digests.get(IMAGE) is None
+
+
+def test_short_content_length_body_is_not_recorded(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The client sent less than announced; a lax registry says 204."""
+    registry.reads = 'raw'
+    started, body = _call(stack_filter, _environ(
+        'PUT', FILE, [b'x' * 60], length=100))
+    _drain(body)
+    assert started.status == '204 No Content'
+    assert registry.received_size == 60
+    assert digests.get(IMAGE) is None
+    assert 'incomplete body (60 of 100 bytes)' in caplog.text
+
+
+def test_aborted_upload_is_not_recorded(stack_filter: Any,
+                                        registry: Registry,
+                                        digests: Digests) -> None:
+    registry.reads = 'raw'
+    environ = _environ('PUT', FILE, _chunks(MIB), None, fail_after=CHUNK * 3)
+    with pytest.raises(OSError, match='client disconnected'):
+        stack_filter(environ, Started())
+    assert digests.get(IMAGE) is None
+
+
+def test_new_upload_replaces_the_record(stack_filter: Any,
+                                        digests: Digests) -> None:
+    _upload(stack_filter, b'first')
+    digests.mark_tampered(IMAGE, hashlib.sha512(b'first').hexdigest())
+    _upload(stack_filter, b'second', chunked=True)
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.digest, record.size, record.state, record.tampered_at) == (
+        hashlib.sha512(b'second').hexdigest(), 6, models.RECORDED, None)
+
+
+# -- downloads -------------------------------------------------------------
+
+def _record(digests: Digests, chunks: Iterable[bytes], **kwargs: Any) -> None:
+    data = list(chunks)
+    digests.record(IMAGE, algo='sha512', digest=_digest(data),
+                   size=sum(map(len, data)), source=models.UPLOAD, **kwargs)
+
+
+def test_matching_download_is_served_whole_and_stamped(
+        stack_filter: Any, registry: Registry, digests: Digests) -> None:
+    _record(digests, _chunks(MIB))
+    registry.download = lambda: _chunks(MIB)
+    started, body = _call(stack_filter, _environ('GET', FILE))
+    assert started.status == '200 OK'
+    assert _drain(body) == (_digest(_chunks(MIB)), MIB)
+    assert registry.bodies[0].closed
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert record.verified_at is not None
+    assert (record.state, record.tampered_at) == (models.RECORDED, None)
+
+
+@pytest.mark.parametrize('tail', [
+    pytest.param([], id='plain'),
+    pytest.param([b'', b''], id='empty-chunks-at-the-end')])
+def test_mismatch_withholds_the_last_chunk_and_raises(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture, tail: list[bytes]) -> None:
+    _record(digests, [b'a' * 100, b'b' * 100, b'c' * 100])
+    registry.download = lambda: [b'a' * 100, b'b' * 100, b'X' * 100, *tail]
+    for attempt in range(2):
+        _started, body = _call(stack_filter, _environ('GET', FILE))
+        received = []
+        with caplog.at_level(logging.ERROR), pytest.raises(
+                data_integrity.ImageDataMismatch, match=IMAGE):
+            for chunk in body:
+                received.append(chunk)
+        body.close()
+        assert received == [b'a' * 100, b'b' * 100]
+        assert registry.bodies[attempt].closed
+        alerts = [r for r in caplog.records if r.levelno == logging.ERROR
+                  and r.getMessage().startswith('ALERT')]
+        assert len(alerts) == attempt + 1
+        assert IMAGE in alerts[-1].getMessage()
+        record = digests.get(IMAGE)
+        assert record is not None
+        assert (record.state, record.verified_at) == (models.TAMPERED, None)
+        assert record.tampered_at is not None
+
+
+@pytest.mark.parametrize('served', [
+    pytest.param([b'all in one chunk'], id='one-chunk'),
+    pytest.param([], id='nothing'),
+    pytest.param([b'right', b' length'], id='same-size-other-bytes'),
+])
+def test_mismatch_sends_nothing_it_cannot_vouch_for(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        served: list[bytes]) -> None:
+    _record(digests, [b'right', b' lengtH'])
+    registry.download = lambda: served
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    received = []
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        received.extend(body)
+    assert b''.join(received) == b''.join(served[:-1])
+
+
+def test_client_gone_mid_download_marks_nothing(
+        stack_filter: Any, registry: Registry, digests: Digests) -> None:
+    _record(digests, [b'z' * 10] * 5)
+    registry.download = lambda: [b'z' * 10] * 4 + [b'tampered!!']
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    iterator = iter(body)
+    assert next(iterator) == b'z' * 10
+    body.close()
+    assert registry.bodies[0].closed
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.state, record.verified_at, record.tampered_at) == (
+        models.RECORDED, None, None)
+
+
+@pytest.mark.parametrize(('method', 'headers', 'recorded', 'status'), [
+    pytest.param('GET', {'Range': 'bytes=0-9'}, True, '206 Partial Content',
+                 id='range'),
+    pytest.param('GET', {'Content-Range': 'bytes 0-9/300'}, True,
+                 '206 Partial Content', id='legacy-content-range'),
+    pytest.param('HEAD', {}, True, '200 OK', id='head'),
+    pytest.param('GET', {}, False, '200 OK', id='no-record'),
+    pytest.param('GET', {}, True, '204 No Content', id='no-data'),
+    pytest.param('GET', {}, True, '403 Forbidden', id='refused'),
+])
+def test_downloads_passed_untouched(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        method: str, headers: dict[str, str], recorded: bool,
+        status: str) -> None:
+    if recorded:
+        _record(digests, [b'original'])
+    registry.download = lambda: [b'tampered']
+    registry.download_status = status
+    started, body = _call(stack_filter, _environ(method, FILE,
+                                                 headers=headers))
+    assert body is registry.bodies[0]
+    assert started.status == status
+    assert list(body) == [b'tampered']
+
+
+def test_option_off_passes_everything_untouched(
+        make_filter: Callable[..., Any], registry: Registry,
+        digests: Digests) -> None:
+    app = make_filter(verify_image_data='false')
+    _upload(app, b'data')
+    assert digests.get(IMAGE) is None
+    _record(digests, [b'original'])
+    registry.download = lambda: [b'tampered']
+    _started, body = _call(app, _environ('GET', FILE))
+    assert body is registry.bodies[0]
+
+
+def test_other_routes_pass_untouched(stack_filter: Any,
+                                     registry: Registry) -> None:
+    for method, path in [('GET', f'/v2/images/{IMAGE}'),
+                         ('DELETE', STAGE), ('GET', '/v2/images')]:
+        _started, body = _call(stack_filter, _environ(method, path))
+        assert isinstance(body, list)
+    assert registry.calls == [f'GET /v2/images/{IMAGE}', f'DELETE {STAGE}',
+                              'GET /v2/images']
+
+
+# -- constant memory -------------------------------------------------------
+
+@pytest.mark.parametrize('chunked', [
+    pytest.param(False, id='content-length'),
+    pytest.param(True, id='chunked')])
+def test_200_mb_each_way_in_constant_memory(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        chunked: bool) -> None:
+    size = 200 * MIB
+    expected = _digest(_chunks(size))
+    _upload(stack_filter, b'warm up the store and its statements')
+    registry.download = lambda: _chunks(size)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        started, body = _call(stack_filter, _environ(
+            'PUT', FILE, _chunks(size), None if chunked else size))
+        _drain(body)
+        _current, upload_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        _started, body = _call(stack_filter, _environ('GET', FILE))
+        assert _drain(body) == (expected, size)
+        _current, download_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert started.status == '204 No Content'
+    assert registry.received == expected
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.digest, record.size) == (expected, size)
+    assert record.verified_at is not None
+    # A few chunks of 64 KiB in flight, whatever the size of the image.
+    assert upload_peak < 2 * MIB, upload_peak
+    assert download_peak < 2 * MIB, download_peak
+
+
+# -- hashing algorithm -----------------------------------------------------
+
+def test_glance_hashing_algorithm_wins(conf: cfg.ConfigOpts,
+                                       make_filter: Callable[..., Any],
+                                       digests: Digests) -> None:
+    conf.register_opt(cfg.StrOpt('hashing_algorithm', default='sha256'))
+    _upload(make_filter(hashing_algorithm='sha384'), b'data')
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.algo, record.digest) == (
+        'sha256', hashlib.sha256(b'data').hexdigest())
+
+
+def test_paste_hashing_algorithm_without_glance_options(
+        make_filter: Callable[..., Any], registry: Registry,
+        digests: Digests) -> None:
+    app = make_filter(hashing_algorithm='sha3_256')
+    _upload(app, b'data')
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.algo, record.digest) == (
+        'sha3_256', hashlib.sha3_256(b'data').hexdigest())
+    registry.download = lambda: [b'da', b'ta']
+    _started, body = _call(app, _environ('GET', FILE))
+    assert b''.join(body) == b'data'
+
+
+# -- stage, then import ----------------------------------------------------
+
+STAGED = b'staged image' * 1000
+CONVERTED = b'converted image' * 900
+
+
+def _stage_then_download(app: Any, registry: Registry,
+                         stored: bytes) -> Iterable[bytes]:
+    _upload(app, STAGED, chunked=True, path=STAGE)
+    registry.shown = {'os_hash_algo': 'sha512',
+                      'os_hash_value': hashlib.sha512(stored).hexdigest(),
+                      'size': len(stored)}
+    registry.download = lambda: [stored[:5000], stored[5000:]]
+    _started, body = _call(app, _environ('GET', FILE))
+    return body  # type: ignore[no-any-return]
+
+
+def test_staged_digest_confirmed_by_the_import(
+        stack_filter: Any, registry: Registry, digests: Digests) -> None:
+    body = _stage_then_download(stack_filter, registry, STAGED)
+    assert b''.join(body) == STAGED
+    assert registry.calls[-2:] == [f'GET {FILE}', f'GET /v2/images/{IMAGE}']
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state, record.digest) == (
+        models.STAGE, models.RECORDED, hashlib.sha512(STAGED).hexdigest())
+    assert record.verified_at is not None
+    # Settled once: the next download asks the registry nothing more.
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    assert b''.join(body) == STAGED
+    assert registry.calls[-1] == f'GET {FILE}'
+
+
+def test_rewritten_on_import_adopts_the_registry_digest(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Glance's import options are not loaded here: plugins unknown."""
+    with caplog.at_level(logging.INFO):
+        body = _stage_then_download(stack_filter, registry, CONVERTED)
+        assert b''.join(body) == CONVERTED
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state, record.digest, record.size) == (
+        models.IMPORT, models.RECORDED,
+        hashlib.sha512(CONVERTED).hexdigest(), len(CONVERTED))
+    assert 'ALERT' not in caplog.text
+    # From now on, the stored data is checked against it.
+    registry.download = lambda: [CONVERTED[:-1], b'!']
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        b''.join(body)
+
+
+def test_staged_data_changed_without_rewriting_plugins_alerts(
+        conf: cfg.ConfigOpts, stack_filter: Any, registry: Registry,
+        digests: Digests, caplog: pytest.LogCaptureFixture) -> None:
+    conf.register_opt(cfg.ListOpt('image_import_plugins', default=[
+        'inject_image_metadata']), group='image_import_opts')
+    body = _stage_then_download(stack_filter, registry, CONVERTED)
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        b''.join(body)
+    assert 'ALERT: the staged data of image' in caplog.text
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state) == (models.STAGE, models.TAMPERED)
+
+
+# -- mapping database down -------------------------------------------------
+
+DOWN = 'postgresql+psycopg2://ia@127.0.0.1:1/ia'
+
+
+def test_upload_succeeds_with_the_database_down(
+        registry: Registry, conf: cfg.ConfigOpts,
+        caplog: pytest.LogCaptureFixture) -> None:
+    app = data_integrity.DataIntegrityFilter(
+        registry, {'connection': DOWN, 'db_connect_timeout': '1'}, conf)
+    started = _upload(app, b'data')
+    assert started.status == '204 No Content'
+    assert registry.received == hashlib.sha512(b'data').hexdigest()
+    assert f'digest of image {IMAGE} was not recorded' in caplog.text
+
+
+def test_download_served_unchecked_with_the_database_down(
+        registry: Registry, conf: cfg.ConfigOpts,
+        caplog: pytest.LogCaptureFixture) -> None:
+    app = data_integrity.DataIntegrityFilter(
+        registry, {'connection': DOWN, 'db_connect_timeout': '1'}, conf)
+    registry.download = lambda: [b'served', b' anyway']
+    _started, body = _call(app, _environ('GET', FILE))
+    assert body is registry.bodies[0]
+    assert b''.join(body) == b'served anyway'
+    assert f'image {IMAGE} is served without checking' in caplog.text
+
+
+def test_mismatch_cut_short_even_if_it_cannot_be_marked(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from instance_aware.store import errors as store_errors
+
+    _record(digests, [b'one', b'two'])
+    registry.download = lambda: [b'one', b'tw0']
+
+    def down(*args: Any) -> bool:
+        raise store_errors.StoreUnavailable('down')
+
+    monkeypatch.setattr(Digests, 'mark_tampered', down)
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    received = []
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        received.extend(body)
+    assert received == [b'one']
+    assert 'ALERT' in caplog.text and 'MISMATCH' in caplog.text
+
+
+# -- place in the stack ----------------------------------------------------
+
+def test_innermost_in_the_stack() -> None:
+    assert stack.ORDER[-1] is data_integrity.DataIntegrityFilter
+
+
+def test_reader_passes_reads_through_unchanged() -> None:
+    raw = io.BytesIO(b'one\ntwo\nthree')
+    reader = data_integrity.HashingReader(raw, hashlib.sha256())
+    assert reader.readline() == b'one\n'
+    assert reader.read(2) == b'tw'
+    assert reader.readlines() == [b'o\n', b'three']
+    assert not reader.eof or reader.count == 13
+    assert reader.read() == b''
+    assert (reader.eof, reader.count) == (True, 13)
+    assert reader.hexdigest() == hashlib.sha256(
+        b'one\ntwo\nthree').hexdigest()
