@@ -104,16 +104,20 @@ class Filter:
         return response
 
     @functools.cached_property
-    def records(self) -> Records:
-        """The mapping store (engine shared per process and URL)."""
+    def database(self) -> store_engine.Database:
+        """The mapping database (engine shared per process and URL)."""
         engine = store_engine.get_engine(
             self.config.connection,
             pool_size=self.config.db_pool_size,
             max_overflow=self.config.db_max_overflow,
             pool_timeout=self.config.db_pool_timeout,
             connect_timeout=self.config.db_connect_timeout)
-        return Records(store_engine.Database(engine),
-                       self.config.registry_id)
+        return store_engine.Database(engine)
+
+    @functools.cached_property
+    def records(self) -> Records:
+        """Captured properties of this registry's images."""
+        return Records(self.database, self.config.registry_id)
 
     def subrequest(self, req: Request, method: str, path: str,
                    body: Any = None,

@@ -74,7 +74,6 @@ from oslo_log import log as logging
 from instance_aware import routing
 from instance_aware.filters import base
 from instance_aware.request import Request
-from instance_aware.store import engine as store_engine
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
@@ -272,15 +271,8 @@ class DataIntegrityFilter(base.Filter):
 
     @functools.cached_property
     def digests(self) -> Digests:
-        """The digest store (engine shared per process and URL)."""
-        engine = store_engine.get_engine(
-            self.config.connection,
-            pool_size=self.config.db_pool_size,
-            max_overflow=self.config.db_max_overflow,
-            pool_timeout=self.config.db_pool_timeout,
-            connect_timeout=self.config.db_connect_timeout)
-        return Digests(store_engine.Database(engine),
-                       self.config.registry_id)
+        """The digests of this registry's images."""
+        return Digests(self.database, self.config.registry_id)
 
     @property
     def algorithm(self) -> str:
