@@ -1,0 +1,147 @@
+"""The records of captured properties on SQLite, PostgreSQL and MariaDB.
+
+The write protocol (pending, then active or removed; history on delete),
+the indexed questions (list filters, the query API) and the reconcile
+helpers, each asserted on what the store answers afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from instance_aware.store import engine as ia_engine
+from instance_aware.store import errors, models
+from instance_aware.store.records import Records, RelationFields
+
+pytestmark = pytest.mark.database
+
+INSTANCE = str(uuid.UUID(int=7, version=4))
+T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
+
+
+@pytest.fixture
+def records(migrated_engine: sa.Engine) -> Records:
+    return Records(ia_engine.Database(migrated_engine), 'r1')
+
+
+def _relation(image_type: str, backup_type: str | None = None,
+              instance: str = INSTANCE,
+              trusted: bool = True) -> RelationFields:
+    return RelationFields(instance, None, image_type, backup_type, trusted,
+                          'nova')
+
+
+def _image(records: Records, project: str, image_type: str,
+           backup_type: str | None, minutes: int,
+           instance: str = INSTANCE) -> str:
+    """An active image created ``minutes`` after T0."""
+    image_id = str(uuid.uuid4())
+    values = {'instance_uuid': instance, 'image_type': image_type}
+    if backup_type:
+        values['backup_type'] = backup_type
+    records.begin(image_id, project, models.INSTANCE, values,
+                  _relation(image_type, backup_type, instance))
+    records.commit(image_id, models.INSTANCE, project,
+                   T0 + datetime.timedelta(minutes=minutes))
+    return image_id
+
+
+def test_pending_then_commit_or_abort(records: Records) -> None:
+    kept, refused = str(uuid.uuid4()), str(uuid.uuid4())
+    for image_id in (kept, refused):
+        records.begin(image_id, 'p', models.INSTANCE,
+                      {'image_type': 'snapshot'}, _relation('snapshot'))
+    assert records.get(kept, models.INSTANCE).state == models.PENDING
+    assert records.load([kept], models.INSTANCE) == {}  # not yet visible
+    records.commit(kept, models.INSTANCE, 'p', T0)
+    records.abort(refused, models.INSTANCE)
+    stored = records.get(kept, models.INSTANCE)
+    assert (stored.state, stored.values, stored.image_created_at) == (
+        models.ACTIVE, {'image_type': 'snapshot'}, T0)
+    assert records.get(refused, models.INSTANCE) is None
+    with pytest.raises(errors.Conflict):
+        records.begin(kept, 'p', models.INSTANCE, {'image_type': 'x'})
+
+
+def test_two_concerns_share_one_row(records: Records) -> None:
+    image_id = str(uuid.uuid4())
+    records.begin(image_id, 'p', models.ENCRYPTION,
+                  {'os_encrypt_format': 'luks'})
+    records.begin(image_id, 'p', models.INSTANCE, {'image_type': 'backup'},
+                  _relation('backup'), joining=True)
+    records.commit(image_id, models.INSTANCE, 'p', T0)
+    assert records.active_values([image_id]) == {image_id: {
+        models.ENCRYPTION: {'os_encrypt_format': 'luks'},
+        models.INSTANCE: {'image_type': 'backup'}}}
+
+
+def test_rotation_match_is_indexed_ordered_and_scoped(
+        records: Records) -> None:
+    daily = [_image(records, 'p', 'backup', 'daily', m) for m in (1, 3, 2)]
+    _image(records, 'p', 'backup', 'weekly', 4)
+    _image(records, 'p', 'snapshot', None, 5)
+    _image(records, 'other', 'backup', 'daily', 6)
+    _image(records, 'p', 'backup', 'daily', 7, instance=str(uuid.uuid4()))
+    wanted = {'instance_uuid': INSTANCE, 'image_type': 'backup',
+              'backup_type': 'daily'}
+    newest_first = [daily[1], daily[2], daily[0]]
+    assert [m[0] for m in records.matching(wanted, ['p'])] == newest_first
+    assert [m[0] for m in records.matching(wanted, ['p'], False)] == (
+        newest_first[::-1])
+    assert len(records.matching(wanted, None)) == 4  # every project
+    assert records.matching(wanted, []) == []
+
+
+def test_long_values_match_exactly(records: Records) -> None:
+    long_a = 'a' * 300
+    long_b = 'a' * 255 + 'b' * 45  # same indexed prefix
+    for value in (long_a, long_b):
+        image_id = str(uuid.uuid4())
+        records.begin(image_id, 'p', models.INSTANCE, {'boot_roles': value})
+        records.commit(image_id, models.INSTANCE, 'p', T0)
+    found = records.matching({'boot_roles': long_b}, ['p'])
+    assert len(found) == 1
+    assert records.get(found[0][0], models.INSTANCE).values == {
+        'boot_roles': long_b}
+
+
+def test_query_api_pages_newest_first_with_history(records: Records) -> None:
+    ids = [_image(records, 'p', 'backup', 'daily', m) for m in range(5)]
+    assert records.mark_deleted(ids[4])
+    page = records.of_instance(INSTANCE, ['p'], image_type='backup',
+                               limit=2)
+    assert [r.image_id for r in page] == [ids[3], ids[2]]
+    rest = records.of_instance(INSTANCE, ['p'], limit=10,
+                               marker=ids[2])
+    assert [r.image_id for r in rest] == [ids[1], ids[0]]
+    history = records.of_instance(INSTANCE, ['p'], include_deleted=True)
+    assert [r.image_id for r in history] == [ids[4], *ids[3::-1]]
+    assert history[0].state == models.DELETED
+    assert history[0].deleted_at is not None
+    assert records.of_instance(INSTANCE, ['someone-else']) == []
+    with pytest.raises(LookupError):
+        records.of_instance(INSTANCE, ['p'], marker=str(uuid.uuid4()))
+
+
+def test_replace_move_and_reconcile_helpers(records: Records) -> None:
+    image_id = _image(records, 'p', 'backup', 'daily', 0)
+    records.replace(image_id, models.INSTANCE, 'p',
+                    {'instance_uuid': INSTANCE, 'image_type': 'snapshot'},
+                    _relation('snapshot'), None)
+    assert records.get(image_id, models.INSTANCE).values == {
+        'instance_uuid': INSTANCE, 'image_type': 'snapshot'}
+    records.move(image_id, 'q')
+    assert records.related(image_id).project_id == 'q'
+    assert records.matching({'image_type': 'snapshot'}, ['p']) == []
+    crashed = str(uuid.uuid4())
+    records.begin(crashed, 'q', models.INSTANCE, {'image_type': 'x'})
+    later = models.utcnow() + datetime.timedelta(seconds=1)
+    assert records.pending(later) == [crashed]
+    records.settle_pending(crashed, True, 'q', T0)
+    assert records.get(crashed, models.INSTANCE).state == models.ACTIVE
+    assert records.count(models.ACTIVE) == 2
+    assert list(records.active_batches(1)) == [[image_id], [crashed]]
