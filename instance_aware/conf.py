@@ -139,14 +139,14 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options for ``oslo-config-generator`` (deep copies, never shared).
 
-    Includes the registry client group the manage command reads and the
-    key lifecycle group.
+    Includes the registry client group the manage command reads, the key
+    lifecycle group and the standalone proxy's group.
     """
-    from instance_aware import registry  # keystoneauth only when listing
+    from instance_aware import proxy, registry  # only when listing
     from instance_aware.keys import opts as key_opts
 
     return [(GROUP, copy.deepcopy(OPTS)), *registry.list_opts(),
-            *key_opts.list_opts()]
+            *key_opts.list_opts(), *proxy.list_opts()]
 
 
 class FilterConfig(Mapping[str, Any]):

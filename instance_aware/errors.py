@@ -50,3 +50,7 @@ def unavailable(message: str) -> webob.exc.WSGIHTTPException:
 
 def bad_gateway(message: str) -> webob.exc.WSGIHTTPException:
     return webob.exc.HTTPBadGateway(explanation=message)
+
+
+def gateway_timeout(message: str) -> webob.exc.WSGIHTTPException:
+    return webob.exc.HTTPGatewayTimeout(explanation=message)

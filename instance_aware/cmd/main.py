@@ -2,7 +2,7 @@
 
 ::
 
-    instance-aware serve [--port 9292] [--bare-port N]
+    instance-aware serve [--port 9292] [--bare-port N | --upstream URL]
                          [--state-dir .state/serve]
                          [--flavor noauth|keystone] [--auth-url URL]
                          [--workers 1] [--threads 4] [--max-lifetime S]
@@ -12,6 +12,11 @@
     127.0.0.1 until Ctrl-C or SIGTERM (exit 0).  ``--bare-port`` also
     serves the same Glance without the stack.  The ``noauth`` flavor
     trusts identity headers: never expose it.
+``serve --upstream URL``
+    Standalone mode: run only the stack, on 127.0.0.1, forwarding to the
+    unmodified Glance at ``URL`` (:mod:`instance_aware.proxy`); its
+    mapping database is SQLite in the state directory (default
+    ``.state/standalone``).
 
 Exit codes: 0 stopped on request; 1 the server failed; 2 bad usage.
 """
@@ -24,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -31,6 +37,8 @@ from typing import Any
 from instance_aware.local import glance, server
 
 PROG = 'instance-aware'
+STATE_DIR = '.state/serve'
+STANDALONE_STATE_DIR = '.state/standalone'
 
 
 class _Stop(Exception):
@@ -70,9 +78,13 @@ def _ignore_stop_signals() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def _noauth_usage(url: str) -> str:
+def _noauth_usage(url: str, standalone: bool = False) -> str:
+    who = ('the stack trusts the identity headers of every request and '
+           'forwards them:\nthe Glance behind it must trust them too.'
+           if standalone else
+           'Glance trusts the identity headers of every request.')
     return f"""\
-Flavor noauth: Glance trusts the identity headers of every request.
+Flavor noauth: {who}
 Act as user alice, member of project demo:
 
   curl -s {url}/v2/images \\
@@ -106,7 +118,11 @@ GLANCE_SERVICE_PASSWORD): put the real values in
 
 def usage_message(srv: server.GlanceServer) -> str:
     """What ``serve`` prints once the server answers."""
-    lines = [f'Glance with the instance-aware stack: {srv.url}']
+    if isinstance(srv, server.StandaloneServer):
+        lines = [f'The instance-aware stack:           {srv.url}',
+                 f'in front of the Glance at:          {srv.upstream}']
+    else:
+        lines = [f'Glance with the instance-aware stack: {srv.url}']
     if srv.bare_port is not None:
         lines.append(f'Same Glance without the stack:      {srv.bare_url}')
     lines += [f'State directory: {srv.state_dir}',
@@ -114,24 +130,49 @@ def usage_message(srv: server.GlanceServer) -> str:
     if srv.flavor == glance.KEYSTONE:
         lines.append(_keystone_usage(srv.url, srv.state))
     else:
-        lines.append(_noauth_usage(srv.url))
+        lines.append(_noauth_usage(
+            srv.url, isinstance(srv, server.StandaloneServer)))
     lines += ['', 'Ctrl-C stops the server.']
     return '\n'.join(lines)
 
 
+def _server(args: argparse.Namespace) -> server.GlanceServer:
+    common: dict[str, Any] = {
+        'port': args.port, 'workers': args.workers, 'threads': args.threads,
+        'flavor': args.flavor, 'auth_url': args.auth_url,
+        'max_lifetime': args.max_lifetime, 'debug': args.debug}
+    if args.upstream:
+        return server.StandaloneServer(
+            args.state_dir or STANDALONE_STATE_DIR, args.upstream, **common)
+    return server.GlanceServer(
+        args.state_dir or STATE_DIR, bare=args.bare_port is not None,
+        bare_port=args.bare_port, **common)
+
+
+def _upstream_warning(srv: server.GlanceServer) -> str | None:
+    if not isinstance(srv, server.StandaloneServer):
+        return None
+    status = srv.upstream_status()
+    if status in (502, 504):
+        return (f'Warning: the Glance at {srv.upstream} does not answer '
+                f'yet ({status} through the stack); see {srv.log_file}')
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     """Start the server, tell how to use it, wait for Ctrl-C or SIGTERM."""
-    srv = server.GlanceServer(
-        args.state_dir, port=args.port, bare=args.bare_port is not None,
-        bare_port=args.bare_port, workers=args.workers,
-        threads=args.threads, flavor=args.flavor, auth_url=args.auth_url,
-        max_lifetime=args.max_lifetime, debug=args.debug)
+    srv = _server(args)
+    what = ('the stack' if isinstance(srv, server.StandaloneServer)
+            else 'Glance')
     with _stop_signals():
         try:
-            print(f'Preparing {srv.state_dir} and starting Glance...',
+            print(f'Preparing {srv.state_dir} and starting {what}...',
                   flush=True)
             srv.start()
             print(usage_message(srv), flush=True)
+            warning = _upstream_warning(srv)
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
             while srv.running:
                 time.sleep(0.5)
         except (KeyboardInterrupt, _Stop):
@@ -159,6 +200,18 @@ def _port(value: str) -> int:
     return port
 
 
+def _upstream(value: str) -> str:
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ('http', 'https') or not parsed.hostname:
+        raise argparse.ArgumentTypeError(
+            f'{value} is not an http:// or https:// URL')
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f'{value}: {exc}') from None
+    return value
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -175,16 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         'serve', help='run a real Glance with the stack on 127.0.0.1',
         description='Run Glance 33 with the instance-aware stack on '
-                    '127.0.0.1 until Ctrl-C or SIGTERM.')
+                    '127.0.0.1 until Ctrl-C or SIGTERM; with --upstream, '
+                    'only the stack, in front of that Glance.')
     run.add_argument('--port', type=_port, default=9292,
                      help='port of the stacked pipeline '
                           '(default: %(default)s)')
     run.add_argument('--bare-port', type=_port, default=None,
                      help='also serve the same Glance without the stack '
                           'on this port (default: do not)')
-    run.add_argument('--state-dir', default='.state/serve',
+    run.add_argument('--upstream', type=_upstream, metavar='URL',
+                     help='standalone mode: run only the stack, in front '
+                          'of the Glance API at URL (default: run a '
+                          'local Glance)')
+    run.add_argument('--state-dir', default=None,
                      help='configuration, databases, images and log '
-                          '(default: %(default)s)')
+                          f'(default: {STATE_DIR}, with --upstream '
+                          f'{STANDALONE_STATE_DIR})')
     run.add_argument('--flavor', choices=glance.FLAVORS,
                      default=glance.NOAUTH,
                      help='noauth trusts identity headers; keystone '
@@ -215,6 +274,9 @@ def _check(parser: argparse.ArgumentParser, args: Any) -> None:
         parser.error('--auth-url is only for --flavor keystone')
     if args.bare_port is not None and args.bare_port == args.port:
         parser.error('--bare-port must differ from --port')
+    if args.upstream and args.bare_port is not None:
+        parser.error('--bare-port needs a local Glance: not with '
+                     '--upstream')
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -242,6 +242,12 @@ class CapturingFilter(base.Filter):
         except BaseException:
             self._abort(image_id)
             raise
+        if response.status_int == 504:
+            # The registry may have created the image after all: keep the
+            # record pending; reconcile activates or discards it.
+            LOG.warning('Create of image %s timed out upstream; its record '
+                        'stays pending for reconcile', image_id)
+            return response
         if response.status_int != 201:
             self._abort(image_id)
             return response

@@ -16,3 +16,6 @@ BARE_PORT = 'INSTANCE_AWARE_BARE_PORT'
 PARENT_PID = 'INSTANCE_AWARE_PARENT_PID'
 #: Seconds before the server stops by itself (unset, empty, 0: never).
 MAX_LIFETIME = 'INSTANCE_AWARE_MAX_LIFETIME'
+#: Set (to the flavor) when the server runs the standalone stack in front
+#: of a remote Glance instead of a local Glance.
+STANDALONE = 'INSTANCE_AWARE_STANDALONE'

@@ -114,7 +114,7 @@ class StateDir:
         return args
 
 
-def _keystone_section(auth_url: str) -> dict[str, str]:
+def keystone_section(auth_url: str) -> dict[str, str]:
     """``[keystone_authtoken]``: placeholders for the service user.
 
     The real password belongs in ``glance-api.conf.d/*.conf``, which
@@ -170,7 +170,7 @@ def config_sections(state: StateDir, *, flavor: str = NOAUTH,
     if os.path.exists(state.policy_file):
         sections['oslo_policy'] = {'policy_file': state.policy_file}
     if auth_url:
-        sections['keystone_authtoken'] = _keystone_section(auth_url)
+        sections['keystone_authtoken'] = keystone_section(auth_url)
     return sections
 
 
@@ -185,10 +185,10 @@ def write_config(state: StateDir, sections: Mapping[str, Mapping[str, str]]
         for key, value in values.items():
             parser.set(name, key, value)
     with open(state.config_file, 'w', encoding='utf-8') as stream:
-        stream.write('# Written by instance_aware.local.glance; '
+        stream.write('# Written by instance_aware.local; '
                      'regenerated on every start.\n'
-                     '# Put lasting overrides in glance-api.conf.d/*.conf.'
-                     '\n\n')
+                     '# Put lasting overrides in '
+                     f'{os.path.basename(state.config_dir)}/*.conf.\n\n')
         parser.write(stream)
 
 

@@ -2,8 +2,10 @@
 
 One gunicorn (``gthread`` workers, one Glance per worker) listens on two
 ports: the stack port serves the ``stacked`` pipeline, the bare port the
-``bare`` one (see :mod:`instance_aware.local.glance`).  The server stops
-by itself when the process that started it dies or its lifetime is over
+``bare`` one (see :mod:`instance_aware.local.glance`).
+:class:`StandaloneServer` runs the stack alone in front of a remote Glance
+instead (:mod:`instance_aware.local.standalone`).  The server stops by
+itself when the process that started it dies or its lifetime is over
 (:mod:`instance_aware.local.gunicorn_conf`).
 """
 
@@ -17,11 +19,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO
 
-from instance_aware.local import envvars, glance
+from instance_aware.local import envvars, glance, standalone
 
 HOST = '127.0.0.1'
 
@@ -57,11 +59,12 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def answers(port: int, timeout: float = 2.0) -> bool:
-    """Whether Glance answers ``GET /versions`` on ``port``."""
+def answers(port: int, timeout: float = 2.0,
+            path: str = '/versions') -> bool:
+    """Whether Glance (or the stack) answers ``GET path`` on ``port``."""
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        connection.request('GET', '/versions')
+        connection.request('GET', path)
         status = connection.getresponse().status
     except (OSError, http.client.HTTPException):
         return False
@@ -154,8 +157,7 @@ class GlanceServer:
         given = [p for p in (self._want_port, self._want_bare_port)
                  if p is not None]
         self._check_free(given)
-        glance.prepare(self.state.path, flavor=self.flavor,
-                       auth_url=self.auth_url, debug=self.debug)
+        self._prepare()
         retry = len(given) < (2 if self.bare else 1)
         for attempt in range(3 if retry else 1):
             self.port = self._want_port or free_port()
@@ -179,6 +181,15 @@ class GlanceServer:
             break
         self.startup_seconds = time.monotonic() - began
         return self
+
+    def _prepare(self) -> None:
+        """Create or refresh the state directory (migrations included)."""
+        glance.prepare(self.state.path, flavor=self.flavor,
+                       auth_url=self.auth_url, debug=self.debug)
+
+    def _ready(self, port: int) -> bool:
+        """Whether the server answers on ``port`` yet."""
+        return answers(port, timeout=1.0)
 
     @staticmethod
     def _check_free(ports: Sequence[int | None]) -> None:
@@ -213,6 +224,7 @@ class GlanceServer:
         env[envvars.STATE_DIR] = self.state.path
         env[envvars.STACK_PORT] = str(self.port)
         env.pop(envvars.BARE_PORT, None)
+        env.pop(envvars.STANDALONE, None)
         if self.bare_port is not None:
             env[envvars.BARE_PORT] = str(self.bare_port)
         env[envvars.PARENT_PID] = str(os.getpid())
@@ -259,7 +271,7 @@ class GlanceServer:
                     f'no answer on {HOST}:{pending[0]} within '
                     f'{self.start_timeout:g} s; log ({self.log_file}):\n'
                     f'{self.log_tail()}')
-            if answers(pending[0], timeout=1.0):
+            if self._ready(pending[0]):
                 pending.pop(0)
             else:
                 time.sleep(0.1)
@@ -290,3 +302,70 @@ class GlanceServer:
                  exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.stop()
+
+
+class StandaloneServer(GlanceServer):
+    """The stack alone, forwarding to a remote Glance at ``upstream``.
+
+    For tests and ``instance-aware serve --upstream``: no local Glance,
+    one port; the mapping database is SQLite in the state directory.
+    ``proxy_options`` go to ``[instance_aware_proxy]``.  ::
+
+        with StandaloneServer(tmp_path, 'http://127.0.0.1:9292') as stack:
+            requests.get(stack.url + '/v2/images', headers=...)
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], upstream: str,
+                 *, port: int | None = None, workers: int = 1,
+                 threads: int = 4, flavor: str = glance.NOAUTH,
+                 auth_url: str | None = None,
+                 max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
+                 start_timeout: float = 60.0, stop_timeout: float = 10.0,
+                 access_log: bool = True, debug: bool = False,
+                 proxy_options: Mapping[str, str] | None = None) -> None:
+        super().__init__(state_dir, port=port, bare=False, workers=workers,
+                         threads=threads, flavor=flavor, auth_url=auth_url,
+                         max_lifetime=max_lifetime,
+                         start_timeout=start_timeout,
+                         stop_timeout=stop_timeout, access_log=access_log,
+                         debug=debug)
+        self.state = standalone.StandaloneState(os.fspath(state_dir))
+        self.upstream = upstream
+        self.proxy_options = dict(proxy_options or {})
+
+    def _prepare(self) -> None:
+        standalone.prepare(self.state.path, self.upstream,
+                           flavor=self.flavor, auth_url=self.auth_url,
+                           debug=self.debug,
+                           proxy_options=self.proxy_options)
+
+    def _ready(self, port: int) -> bool:
+        # Answered by the stack itself, whether the upstream is up or not.
+        return answers(port, timeout=1.0, path=standalone.HEALTHCHECK)
+
+    def _environment(self) -> dict[str, str]:
+        env = super()._environment()
+        env[envvars.STANDALONE] = self.flavor
+        return env
+
+    def _command(self) -> list[str]:
+        # gunicorn would take X-Forwarded-Proto from 127.0.0.1 callers as
+        # the scheme: whether to trust it is [instance_aware_proxy]
+        # trust_forwarded_headers' decision.
+        *command, application = super()._command()
+        return [*command, '--forwarded-allow-ips', '', application]
+
+    def upstream_status(self, timeout: float = 5.0) -> int | None:
+        """Status of ``GET /versions`` through the stack (502 or 504:
+        the upstream does not answer); ``None`` if the stack did not."""
+        if self.port is None:
+            return None
+        connection = http.client.HTTPConnection(HOST, self.port,
+                                                timeout=timeout)
+        try:
+            connection.request('GET', '/versions')
+            return connection.getresponse().status
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            connection.close()

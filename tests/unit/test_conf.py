@@ -49,7 +49,7 @@ def test_bad_paste_value_fails_at_construction(conf, key, value):
 def test_list_opts_returns_copies():
     listed = dict(ia_conf.list_opts())
     assert set(listed) == {'instance_aware', 'instance_aware_registry',
-                           'instance_aware_keys'}
+                           'instance_aware_keys', 'instance_aware_proxy'}
     opts = listed['instance_aware']
     assert {o.dest for o in opts} >= {'connection', 'registry_id'}
     assert all(a is not b for a, b in zip(opts, ia_conf.OPTS, strict=True))
