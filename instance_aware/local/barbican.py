@@ -27,24 +27,20 @@ from __future__ import annotations
 
 import base64
 import configparser
-import contextlib
 import dataclasses
 import http.client
 import importlib.util
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import sysconfig
 import time
-from types import TracebackType
-from typing import IO
 
 from instance_aware.local import envvars
 from instance_aware.local.server import (
     HOST,
     ServerError,
+    ServerProcess,
     free_port,
     port_in_use,
 )
@@ -197,7 +193,7 @@ def answers(port: int, timeout: float = 2.0) -> bool:
     return status in (200, 300)
 
 
-class BarbicanServer:
+class BarbicanServer(ServerProcess):
     """A local, header-trusting Barbican under gunicorn.
 
     ::
@@ -214,18 +210,15 @@ class BarbicanServer:
                  max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
                  start_timeout: float = 60.0, stop_timeout: float = 10.0,
                  debug: bool = False) -> None:
+        super().__init__(stop_timeout)
         self.state = StateDir(os.fspath(state_dir))
         self._want_port = port
         self.python = python or sys.executable
         self.max_lifetime = max_lifetime
         self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
         self.debug = debug
         self.port: int | None = None
         self.startup_seconds: float | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._log_start = 0
 
     @property
     def url(self) -> str:
@@ -238,8 +231,8 @@ class BarbicanServer:
         return self.state.log_file
 
     @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    def workdir(self) -> str:
+        return self.state.path
 
     def start(self) -> BarbicanServer:
         """Prepare the state directory, start gunicorn, wait until served.
@@ -298,24 +291,6 @@ class BarbicanServer:
         env['NO_PROXY'] = env['no_proxy'] = HOST
         return env
 
-    def _spawn(self) -> None:
-        self._log = open(self.log_file, 'ab')  # noqa: SIM115 - kept open
-        self._log_start = self._log.tell()
-        self._process = subprocess.Popen(  # noqa: S603 - our own argv
-            self._command(), env=self._environment(), cwd=self.state.path,
-            stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log_tail(self) -> str:
-        """The end of what the current (or last) server wrote."""
-        try:
-            with open(self.log_file, 'rb') as stream:
-                stream.seek(self._log_start)
-                data = stream.read()
-        except OSError:
-            return ''
-        return data[-_LOG_TAIL:].decode('utf-8', 'replace')
-
     def _wait_ready(self) -> None:
         assert self._process is not None and self.port is not None
         deadline = time.monotonic() + self.start_timeout
@@ -333,29 +308,3 @@ class BarbicanServer:
                     f'{self.log_tail()}')
             time.sleep(0.1)
 
-    def stop(self) -> int | None:
-        """SIGTERM (graceful), then SIGKILL; the exit code, if started."""
-        process, self._process = self._process, None
-        code: int | None = None
-        if process is not None:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                code = process.wait(self.stop_timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
-
-    def __enter__(self) -> BarbicanServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None,
-                 exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 from instance_aware.local import envvars, glance, standalone
 
@@ -73,7 +73,96 @@ def answers(port: int, timeout: float = 2.0,
     return status in (200, 300)
 
 
-class GlanceServer:
+class ServerProcess:
+    """A server in a subprocess of its own session, logging to a file.
+
+    Subclasses say what to run (``_command``, ``_environment``), where
+    (``workdir``, ``log_file``) and how to start it (``start``); the
+    spawning, the log tail and the graceful stop are shared.
+    """
+
+    stop_timeout: float
+
+    def __init__(self, stop_timeout: float) -> None:
+        self.stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._log_start = 0
+
+    @property
+    def workdir(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def log_file(self) -> str:
+        raise NotImplementedError
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _environment(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _spawn(self) -> None:
+        self._log = open(self.log_file, 'ab')  # noqa: SIM115 - kept open
+        self._log_start = self._log.tell()
+        # A session of its own: a Ctrl-C in the terminal reaches only the
+        # caller, which then stops the server gracefully.
+        self._process = subprocess.Popen(  # noqa: S603 - our own argv
+            self._command(), env=self._environment(), cwd=self.workdir,
+            stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log_tail(self) -> str:
+        """The end of what the current (or last) server wrote."""
+        try:
+            with open(self.log_file, 'rb') as stream:
+                stream.seek(self._log_start)
+                data = stream.read()
+        except OSError:
+            return ''
+        return data[-_LOG_TAIL:].decode('utf-8', 'replace')
+
+    def stop(self) -> int | None:
+        """SIGTERM (graceful), then SIGKILL; the exit code, if started."""
+        process, self._process = self._process, None
+        code: int | None = None
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                code = process.wait(self.stop_timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None,
+                 exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+
+class GlanceServer(ServerProcess):
     """A local Glance with the stack, for tests and ``instance-aware serve``.
 
     ::
@@ -90,6 +179,7 @@ class GlanceServer:
                  max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
                  start_timeout: float = 60.0, stop_timeout: float = 10.0,
                  access_log: bool = True, debug: bool = False) -> None:
+        super().__init__(stop_timeout)
         self.state = glance.StateDir(os.fspath(state_dir))
         self._want_port = port
         self.bare = bare or bare_port is not None
@@ -100,15 +190,11 @@ class GlanceServer:
         self.auth_url = auth_url
         self.max_lifetime = max_lifetime
         self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
         self.access_log = access_log
         self.debug = debug
         self.port: int | None = None
         self.bare_port: int | None = None
         self.startup_seconds: float | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._log_start = 0
 
     # -- where ------------------------------------------------------------
 
@@ -136,12 +222,8 @@ class GlanceServer:
         return f'http://{HOST}:{self.bare_port}'
 
     @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    def workdir(self) -> str:
+        return self.state.path
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -232,26 +314,6 @@ class GlanceServer:
         env['PYTHONUNBUFFERED'] = '1'
         return env
 
-    def _spawn(self) -> None:
-        self._log = open(self.log_file, 'ab')  # noqa: SIM115 - kept open
-        self._log_start = self._log.tell()
-        # A session of its own: a Ctrl-C in the terminal reaches only the
-        # caller, which then stops the server gracefully.
-        self._process = subprocess.Popen(  # noqa: S603 - our own argv
-            self._command(), env=self._environment(), cwd=self.state.path,
-            stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log_tail(self) -> str:
-        """The end of what the current (or last) server wrote."""
-        try:
-            with open(self.log_file, 'rb') as stream:
-                stream.seek(self._log_start)
-                data = stream.read()
-        except OSError:
-            return ''
-        return data[-_LOG_TAIL:].decode('utf-8', 'replace')
-
     def _wait_ready(self) -> None:
         assert self._process is not None and self.port is not None
         ports = [self.port]
@@ -275,34 +337,6 @@ class GlanceServer:
                 pending.pop(0)
             else:
                 time.sleep(0.1)
-
-    def stop(self) -> int | None:
-        """SIGTERM (graceful), then SIGKILL; the exit code, if started."""
-        process, self._process = self._process, None
-        code: int | None = None
-        if process is not None:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                code = process.wait(self.stop_timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
-
-    def __enter__(self) -> GlanceServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None,
-                 exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
-
 
 class StandaloneServer(GlanceServer):
     """The stack alone, forwarding to a remote Glance at ``upstream``.
