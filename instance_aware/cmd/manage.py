@@ -176,27 +176,42 @@ def generate_installation_uuid(conf: cfg.ConfigOpts) -> int:
     return 0
 
 
+def _registry_client(conf: cfg.ConfigOpts) -> registry.RegistryClient:
+    """The registry as ``[instance_aware_registry]`` (or ``--endpoint``)
+    says, or a one-line error."""
+    try:
+        return registry.RegistryClient.from_conf(conf,
+                                                 conf.command.endpoint)
+    except (ValueError, ks_exceptions.ClientException) as exc:
+        raise CommandError(f'registry: {exc}') from exc
+
+
+@contextlib.contextmanager
+def _registry_errors(client: registry.RegistryClient,
+                     consequence: str = '') -> Iterator[None]:
+    """A registry that fails mid-command is one line, with what it left."""
+    try:
+        yield
+    except (ks_exceptions.ClientException,
+            requests.RequestException) as exc:
+        raise CommandError(
+            f'registry {client.endpoint}: {exc}{consequence}') from exc
+
+
 def reconcile(conf: cfg.ConfigOpts) -> int:
     """Repair the store against the registry; print a summary."""
     options = conf.command
-    try:
-        client = registry.RegistryClient.from_conf(conf, options.endpoint)
-    except (ValueError, ks_exceptions.ClientException) as exc:
-        raise CommandError(f'registry: {exc}') from exc
+    client = _registry_client(conf)
     settings = ia_conf.FilterConfig(conf)
     with _database(conf) as engine:
         records = Records(ia_engine.Database(engine),
                           settings['registry_id'])
-        try:
+        with _registry_errors(client, '; nothing after the last completed '
+                                      'batch was changed'):
             summary = ia_reconcile.reconcile(
                 records, client, dry_run=options.dry_run,
                 batch_size=options.batch_size,
                 pending_age=options.pending_age)
-        except (ks_exceptions.ClientException,
-                requests.RequestException) as exc:
-            raise CommandError(
-                f'registry {client.endpoint}: {exc}; nothing after the '
-                'last completed batch was changed') from exc
         keys = None if options.dry_run else _retry_keys(
             conf, records.db, settings['registry_id'])
     if options.dry_run:
@@ -229,15 +244,9 @@ def _retry_keys(conf: cfg.ConfigOpts, db: ia_engine.Database,
 def adopt(conf: cfg.ConfigOpts) -> int:
     """Move keys Glance stored before the stack into the mapping store."""
     options = conf.command
-    try:
-        client = registry.RegistryClient.from_conf(conf, options.endpoint)
-    except (ValueError, ks_exceptions.ClientException) as exc:
-        raise CommandError(f'registry: {exc}') from exc
-    try:
+    client = _registry_client(conf)
+    with _registry_errors(client):
         stacked = client.behind_stack()
-    except (ks_exceptions.ClientException,
-            requests.RequestException) as exc:
-        raise CommandError(f'registry {client.endpoint}: {exc}') from exc
     if stacked:
         raise CommandError(
             f'{client.endpoint} answers through the instance-aware stack, '
@@ -250,16 +259,12 @@ def adopt(conf: cfg.ConfigOpts) -> int:
     with _database(conf) as engine:
         records = Records(ia_engine.Database(engine),
                           settings['registry_id'])
-        try:
+        with _registry_errors(client, '; images adopted so far stay '
+                                      'adopted, run the command again'):
             summary = ia_adopt.adopt(
                 records, client.images(options.batch_size),
                 client.remove_properties, wanted,
                 dry_run=options.dry_run, trust=options.trust)
-        except (ks_exceptions.ClientException,
-                requests.RequestException) as exc:
-            raise CommandError(
-                f'registry {client.endpoint}: {exc}; images adopted so far '
-                'stay adopted, run the command again') from exc
     if options.dry_run:
         print('Dry run: nothing was changed.')
     for line in summary.lines(options.dry_run):
