@@ -35,7 +35,7 @@ from instance_aware import policies
 _lock = threading.Lock()
 # Keyed by id() and holding the ConfigOpts itself, so an id is never reused
 # while its entry exists (ConfigOpts is a Mapping, hence unhashable).
-_enforcers: dict[int, tuple[cfg.ConfigOpts, policy.Enforcer]] = {}
+_enforcers: dict[int, tuple[cfg.ConfigOpts, Enforcer]] = {}
 
 
 #: Seconds between two looks for a changed policy file.
@@ -87,22 +87,20 @@ class Enforcer(policy.Enforcer):
 
 def _freeze(value: Any) -> Hashable | None:
     """A hashable copy of policy values or a target (``None``: cannot)."""
-    if isinstance(value, Mapping):
-        items = []
-        for key in sorted(value, key=str):
-            frozen = _freeze(value[key])
-            if frozen is None and value[key] is not None:
-                return None
-            items.append((key, frozen))
-        return ('map', tuple(items))
-    if isinstance(value, (list, tuple)):
-        parts = tuple(_freeze(v) for v in value)
-        if any(p is None and v is not None for p, v in zip(parts, value)):
-            return None
-        return ('seq', parts)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    return None
+    if isinstance(value, Mapping):
+        pairs = [(key, _freeze(value[key])) for key in value]
+    elif isinstance(value, (list, tuple)):
+        pairs = [(index, _freeze(item)) for index, item in enumerate(value)]
+    else:
+        return None
+    if any(frozen is None and value[key] is not None
+           for key, frozen in pairs):
+        return None
+    if isinstance(value, Mapping):
+        return ('map', tuple(sorted(pairs, key=lambda pair: str(pair[0]))))
+    return ('seq', tuple(frozen for _index, frozen in pairs))
 
 
 def _creds_key(context: oslo_context.RequestContext) -> Hashable | None:
@@ -116,13 +114,13 @@ def _creds_key(context: oslo_context.RequestContext) -> Hashable | None:
     return key
 
 
-def _build(conf: cfg.ConfigOpts) -> policy.Enforcer:
+def _build(conf: cfg.ConfigOpts) -> Enforcer:
     enforcer = Enforcer(conf)
     enforcer.register_defaults(policies.list_rules())
     return enforcer
 
 
-def enforcer_for(conf: cfg.ConfigOpts) -> policy.Enforcer:
+def enforcer_for(conf: cfg.ConfigOpts) -> Enforcer:
     """Return the process-wide enforcer bound to ``conf``."""
     entry = _enforcers.get(id(conf))
     if entry is None:
