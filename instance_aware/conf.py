@@ -64,6 +64,34 @@ OPTS: list[cfg.Opt] = [
         min=1,
         help='Seconds to wait when connecting to the mapping database '
              'before the request fails with 503.'),
+    cfg.IntOpt(
+        'db_max_retries',
+        default=5,
+        min=0,
+        help='Times a write transaction of the mapping database is re-run '
+             'from its start when the server rolled it back to break a '
+             'deadlock, a serialization failure or a lock wait timeout '
+             "(Galera's certification failures included), as oslo.db's "
+             '``wrap_db_retry`` does.  Several API workers and nodes '
+             'writing the same instance make these races likely on '
+             'PostgreSQL and MySQL/MariaDB.  When the retries are used up '
+             'the request fails with 409.  Conflicts in the data (an image '
+             'id that already exists) are never retried.  0 disables '
+             'retries.'),
+    cfg.FloatOpt(
+        'db_retry_interval',
+        default=0.05,
+        min=0,
+        help='Seconds before the first retry of a write transaction that '
+             'lost a race.  Each next retry waits a random time up to '
+             'twice the previous bound (exponential backoff with jitter), '
+             'at most ``db_max_retry_interval``.'),
+    cfg.FloatOpt(
+        'db_max_retry_interval',
+        default=1.0,
+        min=0,
+        help='Longest wait, in seconds, between two retries of a write '
+             'transaction that lost a race.'),
     cfg.ListOpt(
         'instance_keys',
         default=['instance_uuid', 'image_type', 'backup_type', 'user_id',

@@ -57,6 +57,7 @@ from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import errors, migration
+from instance_aware.store import retry as store_retry
 from instance_aware.store.records import Records
 
 PROG = 'instance-aware-manage'
@@ -117,6 +118,14 @@ def _database(conf: cfg.ConfigOpts) -> Iterator[sa.Engine]:
     finally:
         if engine is not None:
             engine.dispose()
+
+
+def _store(engine: sa.Engine,
+           settings: ia_conf.FilterConfig) -> ia_engine.Database:
+    """The mapping database with this command's retry options (not those
+    of the global configuration the store falls back to)."""
+    return ia_engine.Database(
+        engine, store_retry.RetryPolicy.from_config(settings))
 
 
 def _sqlite_file_missing(url: str) -> bool:
@@ -204,8 +213,7 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
     client = _registry_client(conf)
     settings = ia_conf.FilterConfig(conf)
     with _database(conf) as engine:
-        records = Records(ia_engine.Database(engine),
-                          settings['registry_id'])
+        records = Records(_store(engine, settings), settings['registry_id'])
         with _registry_errors(client, '; nothing after the last completed '
                                       'batch was changed'):
             summary = ia_reconcile.reconcile(
@@ -257,8 +265,7 @@ def adopt(conf: cfg.ConfigOpts) -> int:
     wanted = ia_adopt.concerns(settings['instance_keys'],
                                list(settings['encryption_formats']))
     with _database(conf) as engine:
-        records = Records(ia_engine.Database(engine),
-                          settings['registry_id'])
+        records = Records(_store(engine, settings), settings['registry_id'])
         with _registry_errors(client, '; images adopted so far stay '
                                       'adopted, run the command again'):
             summary = ia_adopt.adopt(

@@ -24,6 +24,7 @@ from sqlalchemy import event, orm
 from sqlalchemy.engine import make_url
 
 from instance_aware.store import errors
+from instance_aware.store import retry as store_retry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = 'instance_aware_write'
@@ -116,10 +117,18 @@ def dispose_all() -> None:
 
 
 class Database:
-    """Sessions on one mapping database, with errors mapped to ours."""
+    """Sessions on one mapping database, with errors mapped to ours.
 
-    def __init__(self, engine: sa.Engine) -> None:
+    ``retry`` is how store methods decorated with
+    :func:`instance_aware.store.retry.transaction` re-run a write that lost
+    a race; by default the ``[instance_aware]`` options of the service's
+    global configuration.
+    """
+
+    def __init__(self, engine: sa.Engine,
+                 retry: store_retry.RetryPolicy | None = None) -> None:
         self.engine = engine
+        self.retry = retry if retry is not None else store_retry.configured()
         self._readers = orm.sessionmaker(engine, expire_on_commit=False)
         self._writers = orm.sessionmaker(
             engine.execution_options(**{WRITE_OPTION: True}),

@@ -11,6 +11,10 @@ The write protocol that keeps the store and the registry consistent:
   accepted the rest of the patch.
 * delete: :meth:`Records.mark_deleted` keeps the rows as history.
 
+Each write is one transaction that reads, checks and writes; when the
+database rolls it back to break a deadlock, it is re-run whole
+(:func:`instance_aware.store.retry.transaction`).
+
 Several filters (concerns) may attach values to the same image row within
 one request; each only touches its own concern's property rows.
 """
@@ -25,8 +29,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from instance_aware.store import errors, models
+from instance_aware.store import errors, models, retry
 from instance_aware.store.engine import Database
+
+
+#: Every concern's values of some images (see :meth:`Records.active_values`);
+#: built once, so SQLAlchemy compiles it once per dialect.
+_ACTIVE_VALUES = sa.select(
+    models.Image.image_id, models.Image.state, models.Property.concern,
+    models.Property.name, models.Property.value).join(
+    models.Property, models.Property.image_ref == models.Image.id).where(
+    models.Image.registry_id == sa.bindparam('registry_id'),
+    models.Image.image_id.in_(sa.bindparam('image_ids', expanding=True)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,23 +152,19 @@ class Records:
                       ) -> dict[str, dict[str, dict[str, str]]]:
         """Values of active ``image_ids``: image id -> concern -> values.
 
-        One query per 500 ids and no ORM objects: what giving keys back
-        on every show and list needs, for every concern at once.
+        What giving keys back on every show and list needs, for every
+        concern at once: one pre-built statement per 500 ids on a plain
+        connection, no ORM session and no ORM objects (this runs on every
+        read request, so its fixed cost is the stack's).
         """
         found: dict[str, dict[str, dict[str, str]]] = {}
         ids = list(dict.fromkeys(image_ids))
-        with self.db.session() as session:
+        with errors.translated(), self.db.engine.connect() as connection:
             for start in range(0, len(ids), 500):
-                query = sa.select(
-                    models.Image.image_id, models.Image.state,
-                    models.Property.concern, models.Property.name,
-                    models.Property.value).join(
-                    models.Property,
-                    models.Property.image_ref == models.Image.id).where(
-                    models.Image.registry_id == self.registry_id,
-                    models.Image.image_id.in_(ids[start:start + 500]))
-                for image_id, state, concern, name, value in (
-                        session.execute(query)):
+                rows = connection.execute(_ACTIVE_VALUES, {
+                    'registry_id': self.registry_id,
+                    'image_ids': ids[start:start + 500]})
+                for image_id, state, concern, name, value in rows:
                     if state == models.ACTIVE:  # see load()
                         found.setdefault(image_id, {}).setdefault(
                             concern, {})[name] = value
@@ -166,6 +176,7 @@ class Records:
                          (models.PENDING, models.ACTIVE,
                           models.DELETED)).get(image_id)
 
+    @retry.transaction
     def begin(self, image_id: str, project_id: str | None, concern: str,
               values: Mapping[str, str],
               relation: RelationFields | None = None,
@@ -189,6 +200,7 @@ class Records:
                     f'image {image_id} already has a record')
             self._set_values(session, image, concern, values, relation)
 
+    @retry.transaction
     def commit(self, image_id: str, concern: str, project_id: str | None,
                image_created_at: datetime.datetime | None) -> None:
         """The registry created the image: make the row active."""
@@ -200,6 +212,7 @@ class Records:
             image.project_id = project_id or image.project_id
             image.image_created_at = image_created_at
 
+    @retry.transaction
     def abort(self, image_id: str, concern: str) -> None:
         """The registry refused: remove what this concern began."""
         with self.db.session(write=True) as session:
@@ -215,6 +228,7 @@ class Records:
                     image.encryption_key is None):
                 session.delete(image)
 
+    @retry.transaction
     def replace(self, image_id: str, concern: str,
                 project_id: str | None, values: Mapping[str, str],
                 relation: RelationFields | None,
@@ -233,6 +247,7 @@ class Records:
             image.deleted_at = None
             self._set_values(session, image, concern, values, relation)
 
+    @retry.transaction
     def move(self, image_id: str, project_id: str) -> None:
         """The registry gave the image to another project."""
         with self.db.session(write=True) as session:
@@ -240,6 +255,7 @@ class Records:
             if image is not None and image.state == models.ACTIVE:
                 image.project_id = project_id
 
+    @retry.transaction
     def mark_deleted(self, image_id: str) -> bool:
         """The registry deleted the image: keep the row as history."""
         with self.db.session(write=True) as session:
@@ -412,6 +428,7 @@ class Records:
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
 
+    @retry.transaction
     def settle_pending(self, image_id: str, exists: bool,
                        project_id: str | None,
                        image_created_at: datetime.datetime | None) -> None:

@@ -1,0 +1,204 @@
+"""The retry policy: which errors it re-runs, how often, how patiently.
+
+No database here (``tests/db/test_retry.py`` runs real transactions):
+driver errors are built the way the drivers raise them and the backoff is
+read from the sleeps :func:`oslo_db.api.wrap_db_retry` asks for.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+
+import pymysql
+import pytest
+import sqlalchemy.exc
+from oslo_config import cfg
+from oslo_db import api as oslo_db_api
+
+from instance_aware import conf as ia_conf
+from instance_aware.store import errors, retry
+
+
+class _PgError(Exception):
+    """What psycopg2 raises: the SQLSTATE in ``pgcode``."""
+
+    def __init__(self, pgcode: str) -> None:
+        super().__init__(f'pgcode {pgcode}')
+        self.pgcode = pgcode
+
+
+def _raise(orig: Exception,
+           kind: type[sqlalchemy.exc.DBAPIError]) -> Callable[[], None]:
+    def run() -> None:
+        with errors.translated():
+            raise kind('INSERT ...', {}, orig)
+    return run
+
+
+@pytest.mark.parametrize(('orig', 'kind', 'expected'), [
+    pytest.param(_PgError('40P01'), sqlalchemy.exc.OperationalError,
+                 errors.LostRace, id='pg-deadlock'),
+    pytest.param(_PgError('40001'), sqlalchemy.exc.OperationalError,
+                 errors.LostRace, id='pg-serialization'),
+    pytest.param(_PgError('55P03'), sqlalchemy.exc.OperationalError,
+                 errors.LostRace, id='pg-lock-timeout'),
+    pytest.param(pymysql.err.OperationalError(1213, 'Deadlock found'),
+                 sqlalchemy.exc.OperationalError, errors.LostRace,
+                 id='mysql-deadlock'),
+    pytest.param(pymysql.err.OperationalError(1205, 'Lock wait timeout'),
+                 sqlalchemy.exc.OperationalError, errors.LostRace,
+                 id='mysql-lock-wait'),
+    pytest.param(_PgError('23505'), sqlalchemy.exc.IntegrityError,
+                 errors.Conflict, id='pg-unique'),
+    pytest.param(pymysql.err.IntegrityError(1062, 'Duplicate entry'),
+                 sqlalchemy.exc.IntegrityError, errors.Conflict,
+                 id='mysql-duplicate'),
+    pytest.param(_PgError('57P01'), sqlalchemy.exc.OperationalError,
+                 errors.StoreUnavailable, id='pg-admin-shutdown'),
+    pytest.param(pymysql.err.OperationalError(2003, "Can't connect"),
+                 sqlalchemy.exc.OperationalError, errors.StoreUnavailable,
+                 id='mysql-unreachable'),
+])
+def test_only_lost_races_are_retryable(
+        orig: Exception, kind: type[sqlalchemy.exc.DBAPIError],
+        expected: type[errors.StoreError]) -> None:
+    with pytest.raises(errors.StoreError) as caught:
+        _raise(orig, kind)()
+    assert type(caught.value) is expected
+    assert retry.lost_race(caught.value) is (expected is errors.LostRace)
+    # A lost race that is never won is still a 409 for the filters.
+    assert isinstance(caught.value, errors.Conflict) is (
+        expected is not errors.StoreUnavailable)
+
+
+class _Flaky:
+    """Fails with ``error`` on the first ``failures`` calls."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls = 0
+
+    def __call__(self, value: str) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return f'done {value}'
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits ``wrap_db_retry`` asks for, instead of waiting."""
+    asked: list[float] = []
+    monkeypatch.setattr(oslo_db_api, 'time',
+                        types.SimpleNamespace(sleep=asked.append))
+    return asked
+
+
+def test_lost_races_are_retried_with_growing_jittered_waits(
+        sleeps: list[float]) -> None:
+    policy = retry.RetryPolicy(max_retries=6, interval=0.1,
+                               max_interval=0.5)
+    flaky = _Flaky(5, errors.LostRace('deadlock'))
+    assert policy.call(flaky, 'x') == 'done x'
+    assert flaky.calls == 6
+    assert len(sleeps) == 5
+    assert sleeps[0] == 0.1
+    # Then a random wait below 0.2, 0.4, 0.8 (capped), 1.6 (capped).
+    for wait, bound in zip(sleeps[1:], (0.2, 0.4, 0.5, 0.5), strict=True):
+        assert 0 <= wait <= bound
+
+
+def test_exhausted_retries_raise_the_last_lost_race(
+        sleeps: list[float]) -> None:
+    policy = retry.RetryPolicy(max_retries=2, interval=0.01,
+                               max_interval=0.01)
+    flaky = _Flaky(10, errors.LostRace('deadlock'))
+    with pytest.raises(errors.LostRace, match='deadlock'):
+        policy.call(flaky, 'x')
+    assert (flaky.calls, len(sleeps)) == (3, 2)
+
+
+@pytest.mark.parametrize('error', [
+    pytest.param(errors.Conflict('image x already has a record'),
+                 id='logical-conflict'),
+    pytest.param(errors.StoreUnavailable('down'), id='unavailable'),
+    pytest.param(ValueError('bug'), id='other'),
+])
+def test_other_errors_are_not_retried(sleeps: list[float],
+                                      error: Exception) -> None:
+    flaky = _Flaky(1, error)
+    policy = retry.RetryPolicy(max_retries=5, interval=0, max_interval=0)
+    with pytest.raises(type(error)):
+        policy.call(flaky, 'x')
+    assert (flaky.calls, sleeps) == (1, [])
+
+
+def test_zero_retries_disables_retrying(sleeps: list[float]) -> None:
+    flaky = _Flaky(1, errors.LostRace('deadlock'))
+    with pytest.raises(errors.LostRace):
+        retry.RetryPolicy(0, 0.1, 1).call(flaky, 'x')
+    assert (flaky.calls, sleeps) == (1, [])
+
+
+def test_negative_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match='negative'):
+        retry.RetryPolicy(max_retries=-1, interval=0, max_interval=0)
+
+
+def test_transaction_decorator_uses_the_policy_of_its_database(
+        sleeps: list[float]) -> None:
+    class Store:
+        def __init__(self, policy: retry.RetryPolicy) -> None:
+            self.db = types.SimpleNamespace(retry=policy)
+            self.flaky = _Flaky(2, errors.LostRace('deadlock'))
+
+        @retry.transaction
+        def write(self, value: str) -> str:
+            """Docstring kept."""
+            return self.flaky(value)
+
+    store = Store(retry.RetryPolicy(3, 0.01, 0.01))
+    assert store.write('y') == 'done y'
+    assert store.flaky.calls == 3
+    assert Store.write.__doc__ == 'Docstring kept.'
+    stingy = Store(retry.RetryPolicy(1, 0.01, 0.01))
+    with pytest.raises(errors.LostRace):
+        stingy.write('y')
+    assert stingy.flaky.calls == 2
+
+
+@pytest.fixture
+def conf() -> cfg.ConfigOpts:
+    c = cfg.ConfigOpts()
+    c([], project='glance')
+    return c
+
+
+def test_options_default_and_override(conf: cfg.ConfigOpts) -> None:
+    assert retry.configured(conf) == retry.RetryPolicy(5, 0.05, 1.0)
+    conf.set_override('db_max_retries', 9, group=ia_conf.GROUP)
+    conf.set_override('db_retry_interval', 0.2, group=ia_conf.GROUP)
+    conf.set_override('db_max_retry_interval', 3, group=ia_conf.GROUP)
+    assert retry.configured(conf) == retry.RetryPolicy(9, 0.2, 3.0)
+
+
+def test_paste_keys_set_the_policy_of_one_filter(
+        conf: cfg.ConfigOpts) -> None:
+    config = ia_conf.FilterConfig(conf, {'db_max_retries': '0',
+                                         'db_retry_interval': '0.5'})
+    assert retry.RetryPolicy.from_config(config) == retry.RetryPolicy(
+        0, 0.5, 1.0)
+    assert retry.configured(conf).max_retries == 5
+
+
+@pytest.mark.parametrize(('key', 'value'), [
+    pytest.param('db_max_retries', '-1', id='negative-retries'),
+    pytest.param('db_retry_interval', '-0.1', id='negative-interval'),
+    pytest.param('db_max_retry_interval', 'soon', id='not-a-number'),
+])
+def test_bad_retry_settings_fail_at_construction(
+        conf: cfg.ConfigOpts, key: str, value: str) -> None:
+    with pytest.raises(cfg.ConfigFileValueError, match=key):
+        ia_conf.FilterConfig(conf, {key: value})
