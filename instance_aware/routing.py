@@ -10,8 +10,11 @@ classifies it.  Image ids keep their case: Glance compares them exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import types
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import routes
@@ -66,7 +69,7 @@ class Route:
 
     name: str | None
     path: str
-    params: dict[str, Any]
+    params: Mapping[str, Any]
 
     @property
     def image_id(self) -> str | None:
@@ -74,14 +77,19 @@ class Route:
         return value if isinstance(value, str) else None
 
 
+@functools.lru_cache(maxsize=4096)
 def match(method: str, path_info: str) -> Route:
-    """Classify a request by method and path."""
+    """Classify a request by method and path.
+
+    Every filter of the stack classifies the same request; the answers are
+    remembered (a pure function of its arguments, the route is immutable).
+    """
     path = normalise_path(path_info)
     found = MAPPER.routematch(path, environ={
         'REQUEST_METHOD': method.upper()})
     if not found:
-        return Route(None, path, {})
+        return Route(None, path, types.MappingProxyType({}))
     result, route = found
     params = {k: v for k, v in result.items()
               if k not in ('controller', 'action')}
-    return Route(route.name, path, params)
+    return Route(route.name, path, types.MappingProxyType(params))

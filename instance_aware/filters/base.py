@@ -29,6 +29,7 @@ from oslo_log import log as logging
 from instance_aware import conf as ia_conf
 from instance_aware import context as ia_context
 from instance_aware import errors, routing
+from instance_aware.filters import documents
 from instance_aware.policies import enforcer
 from instance_aware.request import Request
 from instance_aware.store import engine as store_engine
@@ -82,10 +83,11 @@ class Filter:
 
     @webob.dec.wsgify(RequestClass=Request)
     def _handle(self, req: Request) -> webob.Response:
+        handed = req.environ.pop(documents.HANDOFF, None) is self
         try:
             response = self.process_request(req)
             if response is None:
-                response = req.get_response(self.application)
+                response = self.forward(req)
                 response = self.process_response(response, req)
         except webob.exc.WSGIHTTPException as exc:
             return exc
@@ -101,7 +103,19 @@ class Filter:
             return errors.unavailable(
                 'The instance-aware mapping database is unavailable; '
                 'nothing was changed.  Retry later.')
-        return response
+        # A filter of ours above takes the document as it is; anybody
+        # else gets bytes.
+        return response if handed else documents.finish(response)
+
+    def forward(self, req: webob.Request) -> webob.Response:
+        """Pass ``req`` on to the next application and return its answer.
+
+        Tells the next application that its caller is a filter of ours, so
+        a JSON document may come back unencoded (see
+        :mod:`instance_aware.filters.documents`).
+        """
+        req.environ[documents.HANDOFF] = self.application
+        return req.get_response(self.application)
 
     @functools.cached_property
     def database(self) -> store_engine.Database:

@@ -15,7 +15,6 @@ policy rules apply; this module knows nothing of instances or encryption.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import urllib.parse
 import uuid
@@ -28,7 +27,7 @@ from oslo_db import options as db_options
 from oslo_log import log as logging
 
 from instance_aware import capture, errors, listing
-from instance_aware.filters import base
+from instance_aware.filters import base, documents
 from instance_aware.request import PATCH_V20, PATCH_V21, Request
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
@@ -49,19 +48,6 @@ BEGUN = 'instance_aware.begun'
 _UUID_PATTERN = (
     r'^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}'
     r'-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$')
-
-
-def _json(response: webob.Response) -> Any:
-    if response.content_type != 'application/json':
-        return None
-    try:
-        return json.loads(response.body)
-    except ValueError:
-        return None
-
-
-def _set_json(response: webob.Response, document: Any) -> None:
-    response.body = json.dumps(document, ensure_ascii=False).encode('utf-8')
 
 
 class CapturingFilter(base.Filter):
@@ -191,14 +177,14 @@ class CapturingFilter(base.Filter):
     def _give_back_response(self, req: Request, response: webob.Response,
                             stored: Mapping[str, Stored] | None = None
                             ) -> webob.Response:
-        document = _json(response)
+        document = documents.read(response)
         if isinstance(document, dict) and 'id' in document:
             self.give_back(req, [document], stored)
-            _set_json(response, document)
+            documents.write(response, document)
         return response
 
     def show(self, req: Request) -> webob.Response:
-        response = req.get_response(self.application)
+        response = self.forward(req)
         if response.status_int != 200 or req.method == 'HEAD':
             return response
         return self._give_back_response(req, response)
@@ -208,15 +194,15 @@ class CapturingFilter(base.Filter):
     def create(self, req: Request) -> webob.Response:
         asserted = self.asserted(req)
         if not req.has_json_body and not asserted:
-            return req.get_response(self.application)
+            return self.forward(req)
         body = req.read_json(self.config.max_json_body_size) \
             if req.has_json_body else {}
         if not isinstance(body, dict):
-            return req.get_response(self.application)
+            return self.forward(req)
         captured, forwarded = capture.split_create(body, self.keys)
         captured.update(asserted)
         if not captured:
-            return self._created(req, req.get_response(self.application),
+            return self._created(req, self.forward(req),
                                  None)
         image_id = forwarded.get('id')
         if image_id is None:
@@ -224,7 +210,7 @@ class CapturingFilter(base.Filter):
         if not isinstance(image_id, str) or not _is_uuid(image_id):
             # Glance refuses the id itself; nothing to store.
             req.replace_json(forwarded)
-            return req.get_response(self.application)
+            return self.forward(req)
         owner = forwarded.get('owner') or req.context.project_id
         self.validate(req, captured, None)
         begun: set[str] = req.environ.setdefault(BEGUN, set())
@@ -238,7 +224,7 @@ class CapturingFilter(base.Filter):
         begun.add(image_id)
         req.replace_json(forwarded)
         try:
-            response = req.get_response(self.application)
+            response = self.forward(req)
         except BaseException:
             self._abort(image_id)
             raise
@@ -262,7 +248,7 @@ class CapturingFilter(base.Filter):
 
     def _created(self, req: Request, response: webob.Response,
                  image_id: str | None) -> webob.Response:
-        document = _json(response)
+        document = documents.read(response)
         if response.status_int != 201 or not isinstance(document, dict):
             return response
         if image_id is None:
@@ -279,7 +265,7 @@ class CapturingFilter(base.Filter):
                           'pending; reconcile will activate it', image_id)
             return response
         self.give_back(req, [document])
-        _set_json(response, document)
+        documents.write(response, document)
         return response
 
     # -- update ------------------------------------------------------------
@@ -288,10 +274,10 @@ class CapturingFilter(base.Filter):
         media_type = req.content_type
         asserted = self.asserted(req)
         if media_type not in (PATCH_V20, PATCH_V21):
-            return req.get_response(self.application)
+            return self.forward(req)
         document = req.read_json(self.config.max_json_body_size)
         if not isinstance(document, list):
-            return req.get_response(self.application)
+            return self.forward(req)
         operations, forwarded = capture.split_patch(document, media_type,
                                                     self.keys)
         operations += [capture.Operation('add', k, v)
@@ -304,7 +290,7 @@ class CapturingFilter(base.Filter):
         if not operations:
             before = {image_id: stored} if stored is not None and (
                 stored.state == models.ACTIVE) else {}
-            response = req.get_response(self.application)
+            response = self.forward(req)
             self._follow_owner(stored, response)
             return self._give_back_response(req, response, before)
         current = stored.values if stored and (
@@ -322,7 +308,7 @@ class CapturingFilter(base.Filter):
         self.validate(req, values, current)
         if forwarded:
             req.replace_json(forwarded)
-            response = req.get_response(self.application)
+            response = self.forward(req)
         else:
             response = self._probe(req)
             if response.status_int == 409:
@@ -330,7 +316,7 @@ class CapturingFilter(base.Filter):
                                            f'/v2/images/{image_id}')
         if response.status_int != 200:
             return response
-        image = _json(response)
+        image = documents.read(response)
         if not isinstance(image, dict):
             return response
         owner = image.get('owner')
@@ -349,7 +335,7 @@ class CapturingFilter(base.Filter):
                 'mapping database is unavailable.  Retry the request.')
         self.give_back(req, [image])
         response.status_int = 200
-        _set_json(response, image)
+        documents.write(response, image)
         return response
 
     def _follow_owner(self, stored: Stored | None,
@@ -363,7 +349,7 @@ class CapturingFilter(base.Filter):
         if stored is None or stored.state != models.ACTIVE or (
                 response.status_int != 200):
             return
-        image = _json(response)
+        image = documents.read(response)
         owner = image.get('owner') if isinstance(image, dict) else None
         if not isinstance(owner, str) or owner == stored.project_id:
             return
@@ -396,7 +382,7 @@ class CapturingFilter(base.Filter):
         image_id = req.route.image_id
         assert image_id is not None
         stored = self.records.get(image_id, self.CONCERN)  # 503 if down
-        response = req.get_response(self.application)
+        response = self.forward(req)
         if response.status_int == 204 and stored is not None:
             try:
                 self.records.mark_deleted(image_id)
@@ -411,7 +397,7 @@ class CapturingFilter(base.Filter):
         query = listing.Query.parse(list(req.GET.items()), self.keys)
         if not query.captured:
             return self._give_back_list(
-                req, req.get_response(self.application), None)
+                req, self.forward(req), None)
         projects = self.filter_scope(req)
         descending = True
         plan = None
@@ -479,12 +465,12 @@ class CapturingFilter(base.Filter):
         forwarded = query.forwarded({'id': 'in:' + ','.join(wanted)})
         sub = req.copy_get()
         sub.query_string = urllib.parse.urlencode(forwarded)
-        response = sub.get_response(self.application)
+        response = self.forward(sub)
         return self._give_back_list(req, response, query)
 
     def _give_back_list(self, req: Request, response: webob.Response,
                         query: listing.Query | None) -> webob.Response:
-        document = _json(response)
+        document = documents.read(response)
         if response.status_int != 200 or not isinstance(document, dict):
             return response
         images = document.get('images')
@@ -495,7 +481,7 @@ class CapturingFilter(base.Filter):
             document.update(listing.links(query, marker))
             if marker is None:
                 document.pop('next', None)
-        _set_json(response, document)
+        documents.write(response, document)
         return response
 
     def _fast_list(self, req: Request, query: listing.Query,
@@ -519,7 +505,7 @@ class CapturingFilter(base.Filter):
             shown = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
             if shown.status_int == 404:
                 continue
-            image = _json(shown)
+            image = documents.read(shown)
             if shown.status_int != 200 or not isinstance(image, dict):
                 return None
             if listing.parse_time(image.get('created_at')) != (

@@ -25,7 +25,7 @@ from oslo_log import log as logging
 from oslo_utils import uuidutils
 
 from instance_aware import errors
-from instance_aware.filters import capturing
+from instance_aware.filters import capturing, documents
 from instance_aware.keys import errors as key_errors
 from instance_aware.keys import lifecycle as key_lifecycle
 from instance_aware.keys import opts as key_opts
@@ -182,7 +182,7 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
     def create(self, req: Request) -> webob.Response:
         response = super().create(req)
         if response.status_int == 201:
-            self._consume(req, capturing._json(response))
+            self._consume(req, documents.read(response))
         return response
 
     def update(self, req: Request) -> webob.Response:
@@ -192,7 +192,7 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         response = super().update(req)
         old = key_of(before.values) if before is not None else None
         if response.status_int == 200:
-            self._consume(req, capturing._json(response), old)
+            self._consume(req, documents.read(response), old)
         return response
 
     def delete(self, req: Request) -> webob.Response:
@@ -247,7 +247,7 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
             return req.context.project_id, 'queued'
         shown = self.subrequest(req, 'GET',
                                 f'/v2/images/{req.route.image_id}')
-        image = capturing._json(shown)
+        image = documents.read(shown)
         if shown.status_int != 200 or not isinstance(image, dict):
             raise _as_exception(shown)
         return image.get('owner'), str(image.get('status'))

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import webob
 
 from instance_aware import capture, errors, routing
-from instance_aware.filters import base
+from instance_aware.filters import base, documents
 from instance_aware.request import PATCH_V20, PATCH_V21, Request
 
 if TYPE_CHECKING:
@@ -184,6 +184,10 @@ class LocationPolicyFilter(base.Filter):
         if not failed and (path == '/v2/schemas'
                            or path.startswith('/v2/schemas/')):
             return response
+        if not failed and isinstance(response.app_iter, documents.JSONBody):
+            # Handed over parsed by a filter below: scrub it in place.
+            self._scrub(request, response.app_iter.document, None, {})
+            return response
         body = response.body
         marked = any(marker in body for marker in _MARKERS)
         if not (marked or failed):
@@ -219,7 +223,8 @@ class LocationPolicyFilter(base.Filter):
         changed = False
         if isinstance(node, list):
             for item in node:
-                changed = self._scrub(req, item, owner, cache) or changed
+                if isinstance(item, (dict, list)):
+                    changed = self._scrub(req, item, owner, cache) or changed
             return changed
         if not isinstance(node, dict):
             return False
@@ -230,7 +235,8 @@ class LocationPolicyFilter(base.Filter):
                 del node[key]
             changed = True
         for value in node.values():
-            changed = self._scrub(req, value, owner, cache) or changed
+            if isinstance(value, (dict, list)):
+                changed = self._scrub(req, value, owner, cache) or changed
         return changed
 
 

@@ -70,7 +70,8 @@ class Enforcer(policy.Enforcer):
         """:meth:`authorize` without raising, remembered (see above)."""
         self.load_rules()
         creds = _creds_key(context)
-        key = None if creds is None else _freeze((rule, creds, target))
+        frozen = None if creds is None else _freeze(target)
+        key = None if frozen is None else (rule, creds, frozen)
         decisions = self.decisions
         if key is not None:
             cached = decisions.get(key)

@@ -32,7 +32,6 @@ from sqlalchemy import orm
 from instance_aware.store import errors, models, retry
 from instance_aware.store.engine import Database
 
-
 #: Every concern's values of some images (see :meth:`Records.active_values`);
 #: built once, so SQLAlchemy compiles it once per dialect.
 _ACTIVE_VALUES = sa.select(

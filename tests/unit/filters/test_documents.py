@@ -1,0 +1,127 @@
+"""JSON documents handed from filter to filter: parsed once, written once."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import webob
+from oslo_config import cfg
+
+from instance_aware.filters import base, documents
+from instance_aware.request import Request
+
+IMAGE = '/v2/images/3d5a1d0a-7a43-4b93-9cde-6f49f64a3a1f'
+
+
+def _registry(environ: dict[str, Any], start_response: Any) -> Any:
+    body = json.dumps({'id': 'x', 'name': 'from registry'}).encode()
+    start_response('200 OK', [('Content-Type', 'application/json'),
+                              ('Content-Length', str(len(body)))])
+    return [body]
+
+
+class Marking(base.Filter):
+    """Adds its mark to the image document on the way out."""
+
+    ROUTES = frozenset({'image'})
+
+    def __init__(self, app: Any, mark: str) -> None:
+        super().__init__(app, {}, cfg.ConfigOpts())
+        self.mark = mark
+
+    def process_response(self, response: webob.Response,
+                         request: Request) -> webob.Response:
+        document = documents.read(response)
+        document.setdefault('marks', []).append(self.mark)
+        documents.write(response, document)
+        return response
+
+
+def _foreign(app: Any) -> Any:
+    """A middleware that is not ours: it sees (and passes) bytes."""
+    seen: list[bytes] = []
+
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        response = webob.Request(environ).get_response(app)
+        seen.append(response.body)
+        return response(environ, start_response)
+
+    middleware.seen = seen  # type: ignore[attr-defined]
+    return middleware
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    calls: list[bytes] = []
+    loads = json.loads
+
+    def counting(data: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(data)
+        return loads(data, *args, **kwargs)
+
+    monkeypatch.setattr(documents.json, 'loads', counting)
+    return calls
+
+
+def test_a_stack_of_filters_parses_and_writes_the_body_once(
+        parses: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[Any] = []
+    encode = documents.JSONBody.encode
+
+    def counting_encode(self: documents.JSONBody) -> bytes:
+        writes.append(self.document)
+        return encode(self)
+
+    monkeypatch.setattr(documents.JSONBody, 'encode', counting_encode)
+    stack = Marking(Marking(Marking(_registry, 'inner'), 'middle'), 'outer')
+    response = webob.Request.blank(IMAGE).get_response(stack)
+    assert len(parses) == 1 and len(writes) == 1
+    assert response.json_body == {'id': 'x', 'name': 'from registry',
+                                  'marks': ['inner', 'middle', 'outer']}
+    assert response.content_length == len(response.body)
+
+
+def test_a_foreign_middleware_in_between_gets_bytes(
+        parses: list[bytes]) -> None:
+    foreign = _foreign(Marking(_registry, 'inner'))
+    stack = Marking(foreign, 'outer')
+    response = webob.Request.blank(IMAGE).get_response(stack)
+    # The inner filter wrote bytes for the middleware, the outer parsed
+    # them again: correctness never depends on the hand-over.
+    assert len(parses) == 2
+    assert json.loads(foreign.seen[0])['marks'] == ['inner']
+    assert response.json_body['marks'] == ['inner', 'outer']
+    assert response.content_length == len(response.body)
+
+
+def test_the_outermost_filter_answers_bytes_with_a_length() -> None:
+    filter_ = Marking(_registry, 'only')
+    environ = webob.Request.blank(IMAGE).environ
+    captured: list[Any] = []
+    chunks = filter_(environ, lambda status, headers, exc=None:
+                     captured.append(dict(headers)))
+    body = b''.join(chunks)
+    assert not isinstance(chunks, documents.JSONBody)
+    assert int(captured[0]['Content-Length']) == len(body)
+    assert json.loads(body)['marks'] == ['only']
+
+
+def test_json_body_is_a_plain_wsgi_iterable() -> None:
+    body = documents.JSONBody({'name': 'caf\u00e9'})
+    assert b''.join(body) == '{"name": "caf\u00e9"}'.encode()
+    response = webob.Response(content_type='application/json')
+    documents.write(response, {'a': 1})
+    assert response.content_length is None
+    assert documents.read(response) == {'a': 1}
+    assert response.body == b'{"a": 1}'  # reading the body encodes it
+    assert documents.finish(response).content_length == 8
+
+
+def test_read_answers_none_for_what_is_not_json(
+        parses: list[bytes]) -> None:
+    text = webob.Response(body=b'{"a": 1}', content_type='text/plain')
+    broken = webob.Response(body=b'{nope', content_type='application/json')
+    assert documents.read(text) is None
+    assert documents.read(broken) is None
