@@ -3,11 +3,10 @@
 PostgreSQL and MariaDB roll a transaction back to break a deadlock, a
 serialization failure or a lock wait.  The races are provoked two ways:
 
-* deterministically, by a trigger on ``ia_images`` that fails the first
-  writes with the server's own error (SQLSTATE ``40P01``, MySQL error
-  1213...), counting attempts in a sequence (sequences are not rolled
-  back), so the driver, :func:`~instance_aware.store.errors.translated`
-  and the retry all see exactly what a real deadlock gives;
+* deterministically, by a trigger that fails the first writes with the
+  server's own error (:mod:`tests.races`), so the driver,
+  :func:`~instance_aware.store.errors.translated` and the retry all see
+  exactly what a real deadlock gives;
 * for real, by two transactions locking two rows in opposite orders.
 
 SQLite takes the write lock at ``BEGIN`` (no deadlocks to retry); the
@@ -17,7 +16,6 @@ duplicate-id test runs there too.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import pathlib
 import threading
 import types
@@ -34,6 +32,7 @@ from instance_aware.store import errors, migration, models
 from instance_aware.store.records import Records, RelationFields
 from instance_aware.store.retry import RetryPolicy
 from tests.dbbackends import MYSQL, POSTGRESQL, throwaway_database
+from tests.races import Injector, Race
 
 pytestmark = pytest.mark.database
 
@@ -44,16 +43,6 @@ RELATION = RelationFields(INSTANCE, None, 'backup', 'daily', True, 'nova')
 #: Fast retries: the tests wait for nothing but the servers.
 QUICK = RetryPolicy(max_retries=3, interval=0.001, max_interval=0.01)
 
-
-@dataclasses.dataclass(frozen=True)
-class Race:
-    """A server error that breaks a race, as a trigger raises it."""
-
-    backend: str
-    #: PostgreSQL: the SQLSTATE; MySQL: the error number.
-    code: str
-
-
 RACES = [
     pytest.param(Race(POSTGRESQL, '40P01'), id='postgresql-deadlock'),
     pytest.param(Race(POSTGRESQL, '40001'), id='postgresql-serialization'),
@@ -61,55 +50,6 @@ RACES = [
     pytest.param(Race(MYSQL, '1213'), id='mysql-deadlock'),
     pytest.param(Race(MYSQL, '1205'), id='mysql-lock-wait-timeout'),
 ]
-
-
-class Injector:
-    """Makes the next writes of ``ia_images`` rows fail with a race."""
-
-    def __init__(self, engine: sa.Engine, race: Race) -> None:
-        self.engine = engine
-        self.race = race
-
-    def arm(self, failures: int) -> None:
-        """Fail the next ``failures`` row writes, let the others pass."""
-        with self.engine.begin() as conn:
-            if self.race.backend == POSTGRESQL:
-                conn.exec_driver_sql('CREATE SEQUENCE ia_test_attempts')
-                conn.exec_driver_sql(f"""
-                    CREATE FUNCTION ia_test_race() RETURNS trigger AS $$
-                    BEGIN
-                      IF nextval('ia_test_attempts') <= {failures} THEN
-                        RAISE EXCEPTION 'lost race (injected)'
-                          USING ERRCODE = '{self.race.code}';
-                      END IF;
-                      RETURN NEW;
-                    END $$ LANGUAGE plpgsql""")
-                conn.exec_driver_sql(
-                    'CREATE TRIGGER ia_test_race BEFORE INSERT OR UPDATE '
-                    'ON ia_images FOR EACH ROW '
-                    'EXECUTE FUNCTION ia_test_race()')
-                return
-            state = '40001' if self.race.code == '1213' else 'HY000'
-            conn.exec_driver_sql('CREATE SEQUENCE ia_test_attempts NOCACHE')
-            for event in ('INSERT', 'UPDATE'):
-                conn.exec_driver_sql(f"""
-                    CREATE TRIGGER ia_test_race_{event.lower()}
-                    BEFORE {event} ON ia_images FOR EACH ROW
-                    BEGIN
-                      IF NEXTVAL(ia_test_attempts) <= {failures} THEN
-                        SIGNAL SQLSTATE '{state}'
-                          SET MYSQL_ERRNO = {self.race.code},
-                              MESSAGE_TEXT = 'lost race (injected)';
-                      END IF;
-                    END""")
-
-    def attempts(self) -> int:
-        """Row writes tried since :meth:`arm` (call once, at the end)."""
-        query = ("SELECT nextval('ia_test_attempts')"
-                 if self.race.backend == POSTGRESQL
-                 else 'SELECT NEXTVAL(ia_test_attempts)')
-        with self.engine.begin() as conn:
-            return int(conn.exec_driver_sql(query).scalar_one()) - 1
 
 
 @pytest.fixture(params=RACES)
@@ -142,7 +82,7 @@ def test_lost_race_on_create_is_retried_and_succeeds(
         injector: Injector, failures: int) -> None:
     records = _records(injector.engine)
     image_id = str(uuid.uuid4())
-    injector.arm(failures)
+    injector.arm(first=failures)
     records.begin(image_id, 'p', models.INSTANCE, VALUES, RELATION)
     assert injector.attempts() == failures + 1
     stored = records.get(image_id, models.INSTANCE)
@@ -160,7 +100,7 @@ def test_lost_race_on_delete_is_retried_and_succeeds(
     image_id = str(uuid.uuid4())
     records.begin(image_id, 'p', models.INSTANCE, VALUES, RELATION)
     records.commit(image_id, models.INSTANCE, 'p', None)
-    injector.arm(2)
+    injector.arm(first=2)
     assert records.mark_deleted(image_id) is True
     assert injector.attempts() == 3
     stored = records.get(image_id, models.INSTANCE)
@@ -172,7 +112,7 @@ def test_exhausted_retries_are_a_conflict_that_wrote_nothing(
         injector: Injector) -> None:
     records = _records(injector.engine, RetryPolicy(2, 0.001, 0.001))
     image_id = str(uuid.uuid4())
-    injector.arm(10)
+    injector.arm(first=10)
     with pytest.raises(errors.Conflict, match='lost race') as caught:
         records.begin(image_id, 'p', models.INSTANCE, VALUES, RELATION)
     assert isinstance(caught.value, errors.LostRace)
@@ -200,7 +140,7 @@ def test_retry_reruns_the_check_and_sees_the_winner(
 
     monkeypatch.setattr(oslo_db_api, 'time',
                         types.SimpleNamespace(sleep=concurrent_create))
-    injector.arm(1)
+    injector.arm(first=1)
     with pytest.raises(errors.Conflict, match='already has a record') as c:
         records.begin(image_id, 'p', models.INSTANCE, VALUES, RELATION)
     assert not isinstance(c.value, errors.LostRace)
