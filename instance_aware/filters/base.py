@@ -34,6 +34,7 @@ from instance_aware.policies import enforcer
 from instance_aware.request import Request
 from instance_aware.store import engine as store_engine
 from instance_aware.store import errors as store_errors
+from instance_aware.store import retry as store_retry
 from instance_aware.store.records import Records
 
 if TYPE_CHECKING:
@@ -126,7 +127,8 @@ class Filter:
             max_overflow=self.config.db_max_overflow,
             pool_timeout=self.config.db_pool_timeout,
             connect_timeout=self.config.db_connect_timeout)
-        return store_engine.Database(engine)
+        return store_engine.Database(
+            engine, store_retry.RetryPolicy.from_config(self.config))
 
     @functools.cached_property
     def records(self) -> Records:

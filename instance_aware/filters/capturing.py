@@ -218,6 +218,8 @@ class CapturingFilter(base.Filter):
             self.records.begin(image_id, owner, self.CONCERN, captured,
                                self.relation(req, owner, captured, None),
                                joining=image_id in begun)
+        except store_errors.LostRace:
+            raise  # retried and lost again: the base's "retry" 409
         except store_errors.Conflict:
             raise errors.conflict(  # Glance's words for a duplicate id
                 f'Image ID {image_id} already exists!') from None
@@ -326,13 +328,18 @@ class CapturingFilter(base.Filter):
                 self.relation(req, owner, values,
                               stored.relation if stored else None),
                 listing.parse_time(image.get('created_at')))
-        except store_errors.StoreUnavailable:
+        except store_errors.StoreError as exc:
+            # Unavailable, or still losing races after the retries: the
+            # registry's part is done, so this is not the caller's conflict.
             LOG.exception('Image %s updated without its captured keys',
                           image_id)
+            reason = ('is unavailable' if isinstance(
+                exc, store_errors.StoreUnavailable) else
+                'is too busy with concurrent changes of this image')
             return errors.unavailable(
                 'The registry applied the other changes, but the '
                 'instance-aware properties could not be saved: the '
-                'mapping database is unavailable.  Retry the request.')
+                f'mapping database {reason}.  Retry the request.')
         self.give_back(req, [image])
         response.status_int = 200
         documents.write(response, image)

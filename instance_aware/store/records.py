@@ -232,18 +232,24 @@ class Records:
                 project_id: str | None, values: Mapping[str, str],
                 relation: RelationFields | None,
                 image_created_at: datetime.datetime | None) -> None:
-        """Store the values a successful update left (active row)."""
+        """Store the values a successful update left (active row).
+
+        A row a concurrent delete marked in the meantime stays deleted
+        (the registry never brings an image id back), with these values
+        as its history.
+        """
         with self.db.session(write=True) as session:
             image = self._get(session, image_id, lock=True)
             if image is None:
                 image = models.Image(registry_id=self.registry_id,
                                      image_id=image_id)
                 session.add(image)
-            image.state = models.ACTIVE
+            if image.state != models.DELETED:
+                image.state = models.ACTIVE
+                image.deleted_at = None
             image.project_id = project_id or image.project_id
             image.image_created_at = (image_created_at
                                       or image.image_created_at)
-            image.deleted_at = None
             self._set_values(session, image, concern, values, relation)
 
     @retry.transaction

@@ -145,3 +145,21 @@ def test_replace_move_and_reconcile_helpers(records: Records) -> None:
     assert records.get(crashed, models.INSTANCE).state == models.ACTIVE
     assert records.count(models.ACTIVE) == 2
     assert list(records.active_batches(1)) == [[image_id], [crashed]]
+
+
+def test_an_update_after_a_concurrent_delete_keeps_the_history(
+        records: Records) -> None:
+    """PATCH answered by the registry, DELETE finished, then our write:
+    the row stays deleted (the registry never brings an id back)."""
+    image_id = _image(records, 'p', 'backup', 'daily', 0)
+    assert records.mark_deleted(image_id)
+    deleted_at = records.get(image_id, models.INSTANCE).deleted_at
+    records.replace(image_id, models.INSTANCE, 'p',
+                    {'instance_uuid': INSTANCE, 'image_type': 'backup',
+                     'backup_type': 'weekly'},
+                    _relation('backup', 'weekly'), None)
+    stored = records.get(image_id, models.INSTANCE)
+    assert (stored.state, stored.deleted_at) == (models.DELETED, deleted_at)
+    assert stored.values['backup_type'] == 'weekly'
+    assert records.matching({'instance_uuid': INSTANCE}, ['p']) == []
+    assert records.active_values([image_id]) == {}
