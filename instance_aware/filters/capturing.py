@@ -31,7 +31,7 @@ from instance_aware.filters import base, documents
 from instance_aware.request import PATCH_V20, PATCH_V21, Request
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
-from instance_aware.store.records import RelationFields, Stored
+from instance_aware.store.records import RelationFields, Snapshot, Stored
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -45,6 +45,10 @@ PROBE_PREFIX = 'instance_aware_probe_'
 LOADED = 'instance_aware.loaded'
 #: Environ key: image ids whose row a filter of this request began.
 BEGUN = 'instance_aware.begun'
+#: Environ key: records as this request found them (image id -> snapshot).
+BEFORE = 'instance_aware.before'
+#: Environ key: image ids this request marked deleted.
+MARKED = 'instance_aware.marked'
 _UUID_PATTERN = (
     r'^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}'
     r'-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$')
@@ -110,6 +114,22 @@ class CapturingFilter(base.Filter):
         """Values asserted by request headers for this filter's keys."""
         found = req.environ.get('instance_aware.asserted', {})
         return {k: v for k, v in found.items() if k in self.keys}
+
+    def stored_before(self, req: Request, image_id: str) -> Stored | None:
+        """This concern's record of ``image_id`` before the request.
+
+        Read once for every filter of the stack (the first to ask reads
+        every concern): the filters all ask on the way in, before any of
+        them writes, so the snapshot is what the store held.  Raises
+        :class:`~instance_aware.store.errors.StoreUnavailable` when the
+        store is down, before the registry is called.
+        """
+        snapshots: dict[str, Snapshot | None] = req.environ.setdefault(
+            BEFORE, {})
+        if image_id not in snapshots:
+            snapshots[image_id] = self.records.snapshot(image_id)
+        found = snapshots[image_id]
+        return None if found is None else found.of(self.CONCERN)
 
     # -- give back ---------------------------------------------------------
 
@@ -288,7 +308,7 @@ class CapturingFilter(base.Filter):
         assert image_id is not None
         # Read before the registry is changed: if the store is down, the
         # request fails with 503 and nothing was changed.
-        stored = self.records.get(image_id, self.CONCERN)
+        stored = self.stored_before(req, image_id)
         if not operations:
             before = {image_id: stored} if stored is not None and (
                 stored.state == models.ACTIVE) else {}
@@ -388,11 +408,14 @@ class CapturingFilter(base.Filter):
     def delete(self, req: Request) -> webob.Response:
         image_id = req.route.image_id
         assert image_id is not None
-        stored = self.records.get(image_id, self.CONCERN)  # 503 if down
+        stored = self.stored_before(req, image_id)  # 503 if down
         response = self.forward(req)
-        if response.status_int == 204 and stored is not None:
+        marked: set[str] = req.environ.setdefault(MARKED, set())
+        if response.status_int == 204 and stored is not None and (
+                image_id not in marked):  # one row for every concern
             try:
                 self.records.mark_deleted(image_id)
+                marked.add(image_id)
             except store_errors.StoreError:
                 LOG.exception('Image %s was deleted but its record is not '
                               'marked; reconcile will', image_id)

@@ -188,7 +188,7 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
     def update(self, req: Request) -> webob.Response:
         image_id = req.route.image_id
         assert image_id is not None
-        before = self.records.get(image_id, self.CONCERN)
+        before = self.stored_before(req, image_id)
         response = super().update(req)
         old = key_of(before.values) if before is not None else None
         if response.status_int == 200:
@@ -198,7 +198,7 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
     def delete(self, req: Request) -> webob.Response:
         image_id = req.route.image_id
         assert image_id is not None
-        before = self.records.get(image_id, self.CONCERN)
+        before = self.stored_before(req, image_id)
         response = super().delete(req)
         lifecycle = self.lifecycle
         if (response.status_int == 204 and lifecycle is not None

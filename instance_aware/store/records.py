@@ -67,19 +67,55 @@ class Stored:
     deleted_at: datetime.datetime | None
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One image's record in any state, with every concern's values."""
+
+    image_id: str
+    project_id: str | None
+    state: str
+    values: dict[str, dict[str, str]]
+    relation: RelationFields | None
+    image_created_at: datetime.datetime | None
+    deleted_at: datetime.datetime | None
+
+    def of(self, concern: str) -> Stored:
+        """What :meth:`Records.get` answers for ``concern``."""
+        return Stored(
+            image_id=self.image_id, project_id=self.project_id,
+            state=self.state, values=dict(self.values.get(concern, {})),
+            relation=self.relation, image_created_at=self.image_created_at,
+            deleted_at=self.deleted_at)
+
+
+def _relation_fields(image: models.Image) -> RelationFields | None:
+    r = image.relation
+    if r is None:
+        return None
+    return RelationFields(r.instance_uuid, r.installation_uuid,
+                          r.image_type, r.backup_type, r.trusted,
+                          r.asserted_by)
+
+
+def _snapshot(image: models.Image) -> Snapshot:
+    values: dict[str, dict[str, str]] = {}
+    for prop in image.properties:
+        values.setdefault(prop.concern, {})[prop.name] = prop.value
+    return Snapshot(
+        image_id=image.image_id, project_id=image.project_id,
+        state=image.state, values=values, relation=_relation_fields(image),
+        image_created_at=image.image_created_at,
+        deleted_at=image.deleted_at)
+
+
 def _stored(image: models.Image, concern: str) -> Stored:
-    relation = None
-    if image.relation is not None:
-        r = image.relation
-        relation = RelationFields(r.instance_uuid, r.installation_uuid,
-                                  r.image_type, r.backup_type, r.trusted,
-                                  r.asserted_by)
     return Stored(
         image_id=image.image_id, project_id=image.project_id,
         state=image.state,
         values={p.name: p.value for p in image.properties
                 if p.concern == concern},
-        relation=relation, image_created_at=image.image_created_at,
+        relation=_relation_fields(image),
+        image_created_at=image.image_created_at,
         deleted_at=image.deleted_at)
 
 
@@ -174,6 +210,12 @@ class Records:
         return self.load([image_id], concern,
                          (models.PENDING, models.ACTIVE,
                           models.DELETED)).get(image_id)
+
+    def snapshot(self, image_id: str) -> Snapshot | None:
+        """One image in any state, every concern at once (one query)."""
+        with self.db.session() as session:
+            image = self._get(session, image_id)
+            return None if image is None else _snapshot(image)
 
     @retry.transaction
     def begin(self, image_id: str, project_id: str | None, concern: str,

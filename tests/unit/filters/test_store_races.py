@@ -11,10 +11,14 @@ import pytest
 import webob
 from oslo_config import cfg
 
+from instance_aware.filters.encryption_properties import (
+    EncryptionPropertiesFilter,
+)
 from instance_aware.filters.instance_metadata import InstanceMetadataFilter
 from instance_aware.store import engine as store_engine
 from instance_aware.store import errors as store_errors
 from instance_aware.store import migration
+from instance_aware.store.records import Records
 
 INSTANCE = str(uuid.UUID(int=11, version=4))
 HEADERS = {'X-Identity-Status': 'Confirmed', 'X-Roles': 'reader,member',
@@ -83,3 +87,45 @@ def test_an_update_the_registry_applied_is_not_a_conflict(
     assert response.status_int == 503
     assert 'registry applied the other changes' in response.text
     assert 'concurrent changes' in response.text
+
+
+def _deleting_registry(environ: dict[str, Any], start_response: Any) -> Any:
+    if environ['REQUEST_METHOD'] == 'DELETE':
+        start_response('204 No Content', [])
+        return []
+    return _registry(environ, start_response)
+
+
+def test_a_stack_reads_and_marks_a_deleted_image_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every concern's filter needs the record before a delete; they share
+    one read, and the one row is marked deleted once."""
+    url = f'sqlite:///{tmp_path}/ia.sqlite'
+    migration.upgrade(store_engine.get_engine(url))
+    conf = cfg.ConfigOpts()
+    conf([], project='test')
+    paste = {'connection': url}
+    stack = EncryptionPropertiesFilter(
+        InstanceMetadataFilter(_deleting_registry, paste, conf), paste, conf)
+    image_id = str(uuid.uuid4())
+    stack.records.begin(image_id, 'p', 'instance',
+                        {'instance_uuid': INSTANCE})
+    stack.records.commit(image_id, 'instance', 'p', None)
+    calls: list[str] = []
+    for name in ('snapshot', 'get', 'mark_deleted'):
+        original = getattr(Records, name)
+
+        def counting(self: Records, *args: Any, _name: str = name,
+                     _original: Any = original, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Records, name, counting)
+    response = webob.Request.blank(f'/v2/images/{image_id}',
+                                   method='DELETE',
+                                   headers=HEADERS).get_response(stack)
+    assert response.status_int == 204
+    assert calls == ['snapshot', 'mark_deleted']
+    stored = stack.records.get(image_id, 'instance')
+    assert stored is not None and stored.state == 'deleted'
+    assert stored.values == {'instance_uuid': INSTANCE}
