@@ -3,11 +3,14 @@
 Image data is hashed as it streams through, never buffered: uploads
 (``PUT /v2/images/{id}/file``) and stages (``PUT .../stage``) through a
 reader wrapping ``wsgi.input``, full downloads (``GET .../file``) through
-an iterator wrapping the registry's response; one ``hashlib`` update per
-chunk, no copies.  The algorithm is Glance's ``os_hash_algo``: ``[DEFAULT]
-hashing_algorithm`` when Glance's options are registered in the process,
-else this filter's paste key ``hashing_algorithm``, else sha512 (Glance's
-default).  Option ``verify_image_data`` turns everything off.
+an iterator wrapping the registry's response; the chunks are never
+copied.  Past the first few MiB of a body the hashing runs in a thread
+of its own beside the transfer (:class:`StreamHasher`), so that it costs
+the transfer little where a core is free.  The algorithm is Glance's
+``os_hash_algo``: ``[DEFAULT] hashing_algorithm`` when Glance's options
+are registered in the process, else this filter's paste key
+``hashing_algorithm``, else sha512 (Glance's default).  Option
+``verify_image_data`` turns everything off.
 
 Recording.  After the registry answers 204, and only if the stack saw the
 whole body go in (``Content-Length`` bytes, or the end of a chunked body),
@@ -65,6 +68,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -90,6 +95,18 @@ ALGORITHM_KEY = 'hashing_algorithm'
 #: Glance import plugins known to store the staged bytes unchanged.
 _KEEPING_PLUGINS = frozenset({'no_op', 'inject_image_metadata'})
 
+_MIB = 1024 * 1024
+#: Bytes of a body hashed in the request's own thread; past them the
+#: hashing moves to a thread of its own (:class:`StreamHasher`).
+THREAD_THRESHOLD = 4 * _MIB
+#: Bytes handed to the hashing thread at a time (the body's own chunks,
+#: never copied).
+BATCH_SIZE = _MIB // 2
+#: Batches waiting for the hashing thread: what a transfer holds in
+#: memory beyond the server's own buffers is at most about
+#: ``(QUEUE_DEPTH + 2) * BATCH_SIZE``.
+QUEUE_DEPTH = 1
+
 
 class ImageDataMismatch(Exception):
     """A download's data does not match the recorded digest.
@@ -105,17 +122,113 @@ class _Hash(Protocol):
     def hexdigest(self) -> str: ...
 
 
+class StreamHasher:
+    """A ``hashlib`` object fed from a stream, hashing alongside it.
+
+    The first :data:`THREAD_THRESHOLD` bytes are hashed inline.  Past
+    them the chunks are collected in batches of :data:`BATCH_SIZE` bytes
+    and hashed in order by a thread of this hasher's own while the
+    request's thread goes on moving data: ``hashlib`` releases the GIL
+    while it hashes a large buffer, so with a spare core the hashing
+    overlaps the transfer instead of adding its whole time to it (sha512
+    runs at about 1 GiB/s, slower than a local network or disk).  The
+    bounded queue (:data:`QUEUE_DEPTH`) holds the transfer back when
+    hashing is the slower side, so memory stays constant.
+
+    The chunks are kept by reference, not copied: they must not change
+    once handed over (``bytes`` never do; anything else is copied).
+    :meth:`hexdigest` waits for the thread and ends it; :meth:`abandon`
+    ends it without waiting (the transfer was cut short), after which the
+    digest means nothing.  An :meth:`update` after either hashes inline.
+    """
+
+    def __init__(self, hasher: _Hash) -> None:
+        self._hasher = hasher
+        self._inline = 0
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._queue: queue.Queue[list[bytes] | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._abandoned = False
+        self._error: BaseException | None = None
+
+    def update(self, data: bytes) -> None:
+        if self._queue is None:
+            self._hasher.update(data)
+            self._inline += len(data)
+            if self._inline >= THREAD_THRESHOLD and self._thread is None:
+                self._start()
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched >= BATCH_SIZE:
+            self._queue.put(self._batch)
+            self._batch = []
+            self._batched = 0
+
+    def _start(self) -> None:
+        self._queue = queue.Queue(QUEUE_DEPTH)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._queue,),
+            name='instance-aware-hash', daemon=True)
+        self._thread.start()
+
+    def _run(self, batches: queue.Queue[list[bytes] | None]) -> None:
+        update = self._hasher.update
+        while (batch := batches.get()) is not None:
+            if self._abandoned or self._error is not None:
+                continue  # drained, so that the producer never blocks
+            try:
+                for data in batch:
+                    update(data)
+            except BaseException as exc:  # raised again by hexdigest()
+                self._error = exc
+
+    def _stop(self, flush: bool) -> threading.Thread | None:
+        """Send the last batch (if ``flush``) and the end to the thread."""
+        batches, self._queue = self._queue, None
+        thread = self._thread
+        if batches is not None:
+            if flush and self._batch:
+                batches.put(self._batch)
+            self._batch = []
+            self._batched = 0
+            batches.put(None)
+        return thread
+
+    def hexdigest(self) -> str:
+        """The digest of everything given so far (waits for the thread)."""
+        thread = self._stop(flush=True)
+        if thread is not None:
+            thread.join()
+        if self._abandoned:
+            raise RuntimeError('the hashing was abandoned')
+        if self._error is not None:
+            raise self._error
+        return self._hasher.hexdigest()
+
+    def abandon(self) -> None:
+        """End the thread without waiting for it; the digest is lost."""
+        if self._queue is not None:
+            self._abandoned = True
+            self._stop(flush=False)
+
+
 class HashingReader:
     """A ``wsgi.input`` that hashes and counts what is read through it.
 
     Every read method of the WSGI input stream is wrapped; the bytes are
-    handed on as they are (no copy).  ``eof`` is set once a read returned
-    nothing or read to the end: the end of a chunked body was reached.
+    handed on as they are (no copy) and hashed by a :class:`StreamHasher`.
+    ``eof`` is set once a read returned nothing or read to the end: the
+    end of a chunked body was reached.  :meth:`hexdigest` gives the digest
+    once the body is read; :meth:`abandon` drops it otherwise.
     """
 
     def __init__(self, raw: Any, hasher: _Hash) -> None:
         self._raw = raw
-        self._hasher = hasher
+        self._hasher = StreamHasher(hasher)
         self.count = 0
         self.eof = False
 
@@ -162,6 +275,10 @@ class HashingReader:
     def hexdigest(self) -> str:
         return self._hasher.hexdigest()
 
+    def abandon(self) -> None:
+        """Stop hashing (no digest will be asked for)."""
+        self._hasher.abandon()
+
 
 class CheckedBody:
     """A download body hashed on the way out, its end sent only if it
@@ -185,18 +302,24 @@ class CheckedBody:
         return self._iterator
 
     def _checked(self) -> Iterator[bytes]:
-        hasher = hashlib.new(self._expected.algo)
+        hasher = StreamHasher(hashlib.new(self._expected.algo))
+        update = hasher.update
         size = 0
         held: bytes | None = None
-        for chunk in self._body:
-            if not chunk:
-                continue
-            hasher.update(chunk)
-            size += len(chunk)
-            if held is not None:
-                yield held
-            held = chunk
-        digest = hasher.hexdigest()
+        try:
+            for chunk in self._body:
+                if not chunk:
+                    continue
+                update(chunk)
+                size += len(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
+            digest = hasher.hexdigest()
+        finally:
+            # Cut short (the client went away, the registry failed): the
+            # hashing thread ends without finishing.  No-op otherwise.
+            hasher.abandon()
         if digest != self._expected.digest or size != self._expected.size:
             self._finished(False, digest, size)
             raise ImageDataMismatch(
@@ -310,9 +433,12 @@ class DataIntegrityFilter(base.Filter):
         reader = HashingReader(environ['wsgi.input'], hasher)
         environ['wsgi.input'] = reader
         status = _Status(start_response)
-        body = self.application(environ, status)
-        if status.code == 204:
-            self._record(environ, image_id, source, algo, reader)
+        try:
+            body = self.application(environ, status)
+            if status.code == 204:
+                self._record(environ, image_id, source, algo, reader)
+        finally:
+            reader.abandon()  # no-op once the digest was taken
         return body
 
     def _record(self, environ: WSGIEnvironment, image_id: str, source: str,

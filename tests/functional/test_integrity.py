@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from instance_aware.filters import data_integrity
 from instance_aware.local.server import GlanceServer
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
@@ -217,6 +218,27 @@ def test_tampered_file_in_the_store_is_caught(
     assert restored.state == models.RECORDED
     assert restored.verified_at is not None
     assert restored.tampered_at == again.tampered_at
+
+
+def test_large_image_hashed_beside_the_transfer_is_checked_too(
+        api: Api, digests: Digests, glance_server: GlanceServer) -> None:
+    """Past its first MiBs the filter hashes in a thread of its own: a
+    change near the end is still caught before the last chunk goes out."""
+    size = 5 * data_integrity.THREAD_THRESHOLD + 4321
+    project = _project()
+    image_id = _create(api, project)
+    data = _data(size, seed='large')
+    _upload(api, project, image_id, data)
+    assert _record(digests, image_id).digest == hashlib.sha512(
+        data).hexdigest()
+    assert _download(api, project, image_id) == data
+    assert _verified(digests, image_id).verified_at is not None
+
+    _flip(_stored_file(glance_server, image_id), size - STORE_CHUNK // 2)
+    received, announced = _failed_download(api, project, image_id)
+    assert announced == size
+    assert size - 2 * STORE_CHUNK <= received < size
+    assert _record(digests, image_id).state == models.TAMPERED
 
 
 def test_truncated_file_in_the_store_is_caught(

@@ -4,6 +4,9 @@ Uploads are hashed as the registry reads them (whichever way it reads),
 recorded only when complete and accepted; full downloads are checked on
 the way out and cut short when they do not match; everything else passes
 untouched, in constant memory whatever the size.
+
+Every test runs twice: with bodies hashed inline (as small ones are) and
+in the hashing thread (as large ones are; see ``hashing``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import io
 import json
 import logging
 import pathlib
+import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -174,6 +179,31 @@ class Body:
 
     def close(self) -> None:
         self.closed = True
+
+
+@pytest.fixture(autouse=True, params=['inline', 'threaded'])
+def hashing(request: pytest.FixtureRequest,
+            monkeypatch: pytest.MonkeyPatch) -> str:
+    """Hash inline (bodies below the threshold), or in the hashing thread
+    from the first chunk on, in batches of a few chunks."""
+    if request.param == 'threaded':
+        monkeypatch.setattr(data_integrity, 'THREAD_THRESHOLD', 0)
+        monkeypatch.setattr(data_integrity, 'BATCH_SIZE', 150)
+    mode: str = request.param
+    return mode
+
+
+def _hash_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate()
+            if thread.name == 'instance-aware-hash']
+
+
+def _hash_threads_end(timeout: float = 5.0) -> bool:
+    """Whether every hashing thread ends within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while _hash_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not _hash_threads()
 
 
 @pytest.fixture
@@ -701,3 +731,90 @@ def test_reader_passes_reads_through_unchanged() -> None:
     assert (reader.eof, reader.count) == (True, 13)
     assert reader.hexdigest() == hashlib.sha256(
         b'one\ntwo\nthree').hexdigest()
+
+
+# -- the hashing thread ----------------------------------------------------
+
+def test_stream_hasher_gives_hashlib_digest_whatever_the_chunks(
+        hashing: str) -> None:
+    mutable = bytearray(b'changed after it was handed over' * 10)
+    chunks: list[Any] = [b'x' * 1000, memoryview(b'y' * 333), b'', mutable,
+                         *_chunks(3 * CHUNK + 17)]
+    expected = hashlib.sha384()
+    for chunk in chunks:
+        expected.update(chunk)
+    digest = expected.hexdigest()
+    hasher = data_integrity.StreamHasher(hashlib.sha384())
+    for chunk in chunks:
+        hasher.update(chunk)
+    mutable[:] = b'!' * len(mutable)
+    assert hasher.hexdigest() == digest
+    assert _hash_threads_end()
+    # Asked twice, or fed more afterwards: still right.
+    assert hasher.hexdigest() == digest
+    hasher.update(b'more')
+    expected.update(b'more')
+    assert hasher.hexdigest() == expected.hexdigest()
+
+
+def test_abandoned_stream_hasher_ends_its_thread(hashing: str) -> None:
+    hasher = data_integrity.StreamHasher(hashlib.sha512())
+    for chunk in _chunks(MIB):
+        hasher.update(chunk)
+    assert bool(_hash_threads()) == (hashing == 'threaded')
+    hasher.abandon()
+    assert _hash_threads_end()
+    if hashing == 'threaded':
+        with pytest.raises(RuntimeError, match='abandoned'):
+            hasher.hexdigest()
+
+
+def test_hashing_failure_is_raised_by_hexdigest(hashing: str) -> None:
+    class Failing:
+        calls = 0
+
+        def update(self, data: bytes) -> None:
+            self.calls += 1
+            if self.calls == 3:
+                raise MemoryError('no room')
+
+        def hexdigest(self) -> str:
+            return 'never'
+
+    hasher = data_integrity.StreamHasher(Failing())
+    with pytest.raises(MemoryError):
+        for chunk in _chunks(MIB):
+            hasher.update(chunk)
+        hasher.hexdigest()
+    assert _hash_threads_end()
+
+
+def test_client_gone_mid_download_ends_the_hashing_thread(
+        stack_filter: Any, registry: Registry, digests: Digests) -> None:
+    _record(digests, _chunks(MIB))
+    registry.download = lambda: _chunks(MIB)
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    iterator = iter(body)
+    for _ in range(5):
+        next(iterator)
+    body.close()
+    assert registry.bodies[0].closed
+    assert _hash_threads_end()
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.verified_at, record.tampered_at) == (None, None)
+
+
+@pytest.mark.parametrize('read_at_most', [None, 3 * CHUNK])
+def test_refused_or_short_upload_ends_the_hashing_thread(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        read_at_most: int | None) -> None:
+    registry.read_at_most = read_at_most
+    if read_at_most is None:
+        registry.put_status = '413 Request Entity Too Large'
+    registry.reads = 'raw'
+    _started, body = _call(stack_filter, _environ(
+        'PUT', FILE, _chunks(MIB), None if read_at_most else MIB))
+    _drain(body)
+    assert _hash_threads_end()
+    assert digests.get(IMAGE) is None
