@@ -66,6 +66,7 @@ from instance_aware.keys.errors import (
 from instance_aware.keys.opts import list_opts
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
+from instance_aware.store import retry as store_retry
 from instance_aware.store.engine import Database
 
 __all__ = [
@@ -403,6 +404,7 @@ class KeyLifecycle:
             image = self._image(session, image_id)
             return None if image is None else self._key(image)
 
+    @store_retry.transaction
     def _attach(self, image_id: str, key_id: str,
                 deletion_policy: str | None) -> _Key | None:
         """Write key and policy on the row; the replaced key, if any."""
@@ -427,6 +429,7 @@ class KeyLifecycle:
             return previous
         return None
 
+    @store_retry.transaction
     def _record(self, image_id: str, key_id: str, state: str,
                 error: str | None = None, *,
                 only_if: str | None = None) -> None:

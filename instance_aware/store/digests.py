@@ -16,7 +16,7 @@ import datetime
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from instance_aware.store import errors, models
+from instance_aware.store import errors, models, retry
 from instance_aware.store.engine import Database
 
 
@@ -72,6 +72,7 @@ class Digests:
         except errors.Conflict:
             return self._record(image_id, algo, digest, size, source, state)
 
+    @retry.transaction
     def _record(self, image_id: str, algo: str, digest: str, size: int,
                 source: str, state: str) -> Digest:
         with self.db.session(write=True) as session:
@@ -96,12 +97,14 @@ class Digests:
             .values(**values))
         return bool(getattr(result, 'rowcount', 0))
 
+    @retry.transaction
     def confirm(self, image_id: str, digest: str) -> bool:
         """A staged digest matches what the import stored: ``recorded``."""
         with self.db.session(write=True) as session:
             return self._update(image_id, digest, session,
                                 state=models.RECORDED)
 
+    @retry.transaction
     def mark_verified(self, image_id: str, digest: str) -> bool:
         """A full download matched ``digest``: stamp ``verified_at``.
 
@@ -114,6 +117,7 @@ class Digests:
                                 state=models.RECORDED,
                                 verified_at=models.utcnow())
 
+    @retry.transaction
     def mark_tampered(self, image_id: str, digest: str) -> bool:
         """A full download did not match ``digest``: ``tampered``."""
         with self.db.session(write=True) as session:

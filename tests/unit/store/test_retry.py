@@ -7,8 +7,11 @@ read from the sleeps :func:`oslo_db.api.wrap_db_retry` asks for.
 
 from __future__ import annotations
 
+import contextlib
+import pathlib
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pymysql
 import pytest
@@ -202,3 +205,59 @@ def test_bad_retry_settings_fail_at_construction(
         conf: cfg.ConfigOpts, key: str, value: str) -> None:
     with pytest.raises(cfg.ConfigFileValueError, match=key):
         ia_conf.FilterConfig(conf, {key: value})
+
+
+class _LosingOnce:
+    """A database whose next ``count`` write sessions lose a race."""
+
+    def __init__(self, db: Any, count: int) -> None:
+        self.db, self.left, self.lost = db, count, 0
+        self.engine, self.retry = db.engine, db.retry
+
+    @contextlib.contextmanager
+    def session(self, write: bool = False) -> Iterator[Any]:
+        if write and self.left:
+            self.left -= 1
+            self.lost += 1
+            raise errors.LostRace('deadlock detected (injected)')
+        with self.db.session(write=write) as session:
+            yield session
+
+
+def test_digest_and_key_writes_are_retried_too(
+        tmp_path: pathlib.Path, sleeps: list[float]) -> None:
+    from instance_aware.keys import lifecycle as key_lifecycle
+    from instance_aware.store import digests, migration, models, records
+    from instance_aware.store import engine as store_engine
+
+    engine = store_engine.create_engine(f'sqlite:///{tmp_path}/r.sqlite')
+    migration.upgrade(engine)
+    db = store_engine.Database(engine, retry.RetryPolicy(3, 0.01, 0.01))
+    losing = _LosingOnce(db, 0)
+    image_id = 'c9f4a0a1-54c5-4c3c-9f54-6c1a0b1d9e01'
+    records.Records(db, 'r').begin(image_id, 'p', models.ENCRYPTION,
+                                   {'os_encrypt_format': 'luks'})
+    store = digests.Digests(losing, 'r')  # type: ignore[arg-type]
+    for write in (
+            lambda: store.record(image_id, algo='sha512', digest='d',
+                                 size=1, source='upload'),
+            lambda: store.mark_verified(image_id, 'd'),
+            lambda: store.mark_tampered(image_id, 'd'),
+            lambda: store.confirm(image_id, 'd')):
+        losing.left = 2
+        write()
+        assert losing.left == 0
+    found = store.get(image_id)
+    assert found is not None and found.state == models.RECORDED
+    keys = key_lifecycle.KeyLifecycle.__new__(key_lifecycle.KeyLifecycle)
+    keys.db, keys.registry_id = losing, 'r'  # type: ignore[assignment]
+    losing.left = 2
+    key_id = '0b3f3cf4-2c07-4c46-9a54-36c2b0c7d8a1'
+    assert keys._attach(image_id, key_id, 'on_image_deletion') is None
+    losing.left = 2
+    keys._record(image_id, key_id, key_lifecycle.CONSUMER_REGISTERED)
+    assert losing.left == 0 and losing.lost == 12
+    stored = keys._read(image_id)
+    assert stored is not None
+    assert stored.lifecycle_state == key_lifecycle.CONSUMER_REGISTERED
+    engine.dispose()
