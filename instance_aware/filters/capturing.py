@@ -157,7 +157,7 @@ class CapturingFilter(base.Filter):
             and self.readable(req, img.get('owner'), cache)}
         values = ({k: v.values for k, v in stored.items()}
                   if stored is not None
-                  else self._active_values(req, readable))
+                  else self._values_of(req, readable))
         for image in images:
             if not isinstance(image, dict):
                 continue
@@ -167,7 +167,7 @@ class CapturingFilter(base.Filter):
             elif isinstance(image_id, str) and image_id in values:
                 capture.merge_into(image, values[image_id])
 
-    def _active_values(self, req: Request, image_ids: set[str]
+    def _values_of(self, req: Request, image_ids: set[str]
                        ) -> dict[str, dict[str, str]]:
         """This concern's stored values of ``image_ids``.
 
@@ -180,13 +180,13 @@ class CapturingFilter(base.Filter):
         if not image_ids:
             return {}
         if req.method not in ('GET', 'HEAD'):
-            loaded = self.records.active_values(image_ids)
+            loaded = self.records.values_of(image_ids)
         else:
             shared: dict[str, dict[str, dict[str, str]]] = (
                 req.environ.setdefault(LOADED, {}))
             missing = image_ids - shared.keys()
             if missing:
-                fresh = self.records.active_values(missing)
+                fresh = self.records.values_of(missing)
                 for image_id in missing:
                     shared[image_id] = fresh.get(image_id, {})
             loaded = {i: shared[i] for i in image_ids}

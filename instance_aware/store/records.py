@@ -32,10 +32,10 @@ from sqlalchemy import orm
 from instance_aware.store import errors, models, retry
 from instance_aware.store.engine import Database
 
-#: Every concern's values of some images (see :meth:`Records.active_values`);
+#: Every concern's values of some images (see :meth:`Records.values_of`);
 #: built once, so SQLAlchemy compiles it once per dialect.
-_ACTIVE_VALUES = sa.select(
-    models.Image.image_id, models.Image.state, models.Property.concern,
+_VALUES_OF = sa.select(
+    models.Image.image_id, models.Property.concern,
     models.Property.name, models.Property.value).join(
     models.Property, models.Property.image_ref == models.Image.id).where(
     models.Image.registry_id == sa.bindparam('registry_id'),
@@ -183,26 +183,32 @@ class Records:
                         found[image.image_id] = _stored(image, concern)
         return found
 
-    def active_values(self, image_ids: Collection[str]
-                      ) -> dict[str, dict[str, dict[str, str]]]:
-        """Values of active ``image_ids``: image id -> concern -> values.
+    def values_of(self, image_ids: Collection[str]
+                  ) -> dict[str, dict[str, dict[str, str]]]:
+        """Values of ``image_ids``: image id -> concern -> values.
 
         What giving keys back on every show and list needs, for every
         concern at once: one pre-built statement per 500 ids on a plain
         connection, no ORM session and no ORM objects (this runs on every
         read request, so its fixed cost is the stack's).
+
+        Rows in every state: it is for images the registry has just
+        returned, and the registry decides which images exist.  A row
+        still pending (the create is being committed) or just marked
+        deleted (a delete finished while the answer was built) holds the
+        values the image has in that answer, as bare Glance would show
+        them.
         """
         found: dict[str, dict[str, dict[str, str]]] = {}
         ids = list(dict.fromkeys(image_ids))
         with errors.translated(), self.db.engine.connect() as connection:
             for start in range(0, len(ids), 500):
-                rows = connection.execute(_ACTIVE_VALUES, {
+                rows = connection.execute(_VALUES_OF, {
                     'registry_id': self.registry_id,
                     'image_ids': ids[start:start + 500]})
-                for image_id, state, concern, name, value in rows:
-                    if state == models.ACTIVE:  # see load()
-                        found.setdefault(image_id, {}).setdefault(
-                            concern, {})[name] = value
+                for image_id, concern, name, value in rows:
+                    found.setdefault(image_id, {}).setdefault(
+                        concern, {})[name] = value
         return found
 
     def get(self, image_id: str, concern: str) -> Stored | None:

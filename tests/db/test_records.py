@@ -57,6 +57,9 @@ def test_pending_then_commit_or_abort(records: Records) -> None:
                       {'image_type': 'snapshot'}, _relation('snapshot'))
     assert records.get(kept, models.INSTANCE).state == models.PENDING
     assert records.load([kept], models.INSTANCE) == {}  # not yet visible
+    # ... to filters; an image the registry already returns has its keys.
+    assert records.values_of([kept]) == {
+        kept: {models.INSTANCE: {'image_type': 'snapshot'}}}
     records.commit(kept, models.INSTANCE, 'p', T0)
     records.abort(refused, models.INSTANCE)
     stored = records.get(kept, models.INSTANCE)
@@ -74,7 +77,7 @@ def test_two_concerns_share_one_row(records: Records) -> None:
     records.begin(image_id, 'p', models.INSTANCE, {'image_type': 'backup'},
                   _relation('backup'), joining=True)
     records.commit(image_id, models.INSTANCE, 'p', T0)
-    assert records.active_values([image_id]) == {image_id: {
+    assert records.values_of([image_id]) == {image_id: {
         models.ENCRYPTION: {'os_encrypt_format': 'luks'},
         models.INSTANCE: {'image_type': 'backup'}}}
 
@@ -162,4 +165,6 @@ def test_an_update_after_a_concurrent_delete_keeps_the_history(
     assert (stored.state, stored.deleted_at) == (models.DELETED, deleted_at)
     assert stored.values['backup_type'] == 'weekly'
     assert records.matching({'instance_uuid': INSTANCE}, ['p']) == []
-    assert records.active_values([image_id]) == {}
+    # Given back only if the registry still returns the image.
+    assert records.values_of([image_id])[image_id][models.INSTANCE] == (
+        stored.values)
