@@ -187,11 +187,16 @@ def analyze(url: str) -> None:
     engine.dispose()
 
 
-def prepare_state(path: str, backend: str) -> tuple[str, str]:
-    """A state directory whose Glance and store use ``backend``."""
+def prepare_state(path: str, backend: str,
+                  fresh: bool = True) -> tuple[str, str]:
+    """A state directory whose Glance and store use ``backend``.
+
+    ``fresh`` empties the databases (PostgreSQL: drops and creates them).
+    """
+    glance_url, store_url = (_pg_url(name) for name in PG_DATABASES)
     if backend == 'postgresql':
-        recreate_pg_databases()
-        glance_url, store_url = (_pg_url(name) for name in PG_DATABASES)
+        if fresh:
+            recreate_pg_databases()
         os.makedirs(os.path.join(path, 'glance-api.conf.d'), exist_ok=True)
         with open(os.path.join(path, 'glance-api.conf.d', 'bench.conf'),
                   'w', encoding='utf-8') as stream:
@@ -204,6 +209,14 @@ def prepare_state(path: str, backend: str) -> tuple[str, str]:
         engine.dispose()
         return glance_url, store_url
     return state.glance_db_url, state.instance_aware_db_url
+
+
+def _read_marker(path: str) -> Any:
+    try:
+        with open(path, encoding='utf-8') as stream:
+            return json.load(stream)
+    except (OSError, ValueError):
+        return None
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -318,21 +331,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--seed', type=int, default=42)
     parser.add_argument('--state-dir', help='default: a temporary one')
+    parser.add_argument('--reuse', action='store_true',
+                        help='with --state-dir: keep what an earlier run '
+                        'loaded there with the same --images, --projects '
+                        'and --backend (time again without reloading)')
     parser.add_argument('--json', help='also write the summary here')
     args = parser.parse_args(argv)
     if args.images < PER_INSTANCE * args.projects:
         parser.error('--images must give every project an instance')
+    if args.reuse and not args.state_dir:
+        parser.error('--reuse needs --state-dir')
     with tempfile.TemporaryDirectory(prefix='ia-bench-') as tmp:
         path = args.state_dir or tmp
+        loaded = {'images': args.images, 'projects': args.projects,
+                  'backend': args.backend}
+        marker = os.path.join(path, 'bench-loaded.json')
+        reuse = args.reuse and _read_marker(marker) == loaded
         start = time.perf_counter()
-        glance_url, store_url = prepare_state(path, args.backend)
-        print(f'loading {args.images:,} images into Glance and the store',
-              file=sys.stderr)
-        load_glance(glance_url, args.images, args.projects)
-        load_store(store_url, args.images, args.projects)
-        if args.backend == 'postgresql':
-            analyze(glance_url)
-            analyze(store_url)
+        glance_url, store_url = prepare_state(path, args.backend,
+                                              fresh=not reuse)
+        if reuse:
+            print(f'reusing {args.images:,} images loaded in {path}',
+                  file=sys.stderr)
+        else:
+            if os.path.exists(marker):
+                os.unlink(marker)
+            print(f'loading {args.images:,} images into Glance and the '
+                  'store', file=sys.stderr)
+            load_glance(glance_url, args.images, args.projects)
+            load_store(store_url, args.images, args.projects)
+            if args.backend == 'postgresql':
+                analyze(glance_url)
+                analyze(store_url)
+            with open(marker, 'w', encoding='utf-8') as stream:
+                json.dump(loaded, stream)
         load_seconds = time.perf_counter() - start
         with GlanceServer(path, workers=1, threads=4, access_log=False,
                           max_lifetime=7200) as server:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
@@ -135,13 +136,45 @@ def _rank(name: str) -> tuple[int, int]:
     return (1, 0)
 
 
-def _value_equals(prop: Any, name: str, value: str) -> list[Any]:
-    """Conditions for ``name == value`` that use the value index."""
-    conditions = [prop.name == name,
-                  prop.value_index == value[:models.INDEXED_VALUE_LENGTH]]
-    if len(value) > models.INDEXED_VALUE_LENGTH:
-        conditions.append(prop.value == value)
+def _value_equals(prop: Any, index: int, long: bool) -> list[Any]:
+    """Conditions for filter ``index`` that use the value index."""
+    conditions = [prop.name == sa.bindparam(f'name_{index}'),
+                  prop.value_index == sa.bindparam(f'value_index_{index}')]
+    if long:  # beyond the indexed prefix: compare the whole value too
+        conditions.append(prop.value == sa.bindparam(f'value_{index}'))
     return conditions
+
+
+@functools.lru_cache(maxsize=128)
+def _matching_statement(shape: tuple[bool, ...], scoped: bool,
+                        descending: bool
+                        ) -> sa.Select[str, datetime.datetime | None]:
+    """The statement of :meth:`Records.matching` for one shape of query.
+
+    ``shape`` says, filter by filter (most selective first), whether the
+    value is longer than the indexed prefix.  Names and values are bound
+    parameters, so a rotation listing reuses one statement (and
+    SQLAlchemy's compiled form of it) instead of building a new one on
+    every request.
+    """
+    query = sa.select(models.Image.image_id,
+                      models.Image.image_created_at).where(
+        models.Image.id.in_(
+            sa.select(models.Property.image_ref).where(
+                *_value_equals(models.Property, 0, shape[0]))),
+        models.Image.registry_id == sa.bindparam('registry_id'),
+        models.Image.state == models.ACTIVE)
+    if scoped:
+        query = query.where(models.Image.project_id.in_(
+            sa.bindparam('projects', expanding=True)))
+    for index, long in enumerate(shape[1:], start=1):
+        prop = orm.aliased(models.Property)
+        query = query.where(sa.exists().where(
+            prop.image_ref == models.Image.id,
+            *_value_equals(prop, index, long)))
+    order = sa.desc if descending else sa.asc
+    return query.order_by(order(models.Image.image_created_at),
+                          order(models.Image.image_id))
 
 
 class Records:
@@ -367,26 +400,21 @@ class Records:
         of a cloud's images.
         """
         ordered = sorted(filters.items(), key=lambda item: _rank(item[0]))
-        (name, value), rest = ordered[0], ordered[1:]
-        query = sa.select(models.Image.image_id,
-                          models.Image.image_created_at).where(
-            models.Image.id.in_(
-                sa.select(models.Property.image_ref).where(
-                    *_value_equals(models.Property, name, value))),
-            models.Image.registry_id == self.registry_id,
-            models.Image.state == models.ACTIVE)
+        shape = tuple(len(value) > models.INDEXED_VALUE_LENGTH
+                      for _name, value in ordered)
+        params: dict[str, Any] = {'registry_id': self.registry_id}
+        for index, (name, value) in enumerate(ordered):
+            params[f'name_{index}'] = name
+            params[f'value_index_{index}'] = value[
+                :models.INDEXED_VALUE_LENGTH]
+            params[f'value_{index}'] = value
         if projects is not None:
-            query = query.where(models.Image.project_id.in_(list(projects)))
-        for name, value in rest:
-            prop = orm.aliased(models.Property)
-            query = query.where(sa.exists().where(
-                prop.image_ref == models.Image.id,
-                *_value_equals(prop, name, value)))
-        order = sa.desc if descending else sa.asc
-        query = query.order_by(order(models.Image.image_created_at),
-                               order(models.Image.image_id))
-        with self.db.session() as session:
-            return [(row[0], row[1]) for row in session.execute(query)]
+            params['projects'] = list(projects)
+        statement = _matching_statement(shape, projects is not None,
+                                        descending)
+        with errors.translated(), self.db.engine.connect() as connection:
+            return [(row[0], row[1])
+                    for row in connection.execute(statement, params)]
 
     def related(self, image_id: str) -> Related | None:
         """The relation of one image in any state but pending."""
