@@ -155,8 +155,12 @@ OPTS: list[cfg.Opt] = [
         help='Do not verify the certificate of an https upstream.'),
 ]
 
-#: Bytes read (or sent) at a time, each way.
+#: Bytes of a request body read and sent upstream at a time: Glance
+#: reads 64 KiB at a time, and gunicorn copies what is left of a larger
+#: chunk on every read of a chunked body.
 CHUNK_SIZE = 64 * 1024
+#: Bytes of a response read from the upstream at a time.
+RESPONSE_CHUNK_SIZE = 256 * 1024
 #: Largest version document rewritten for ``public_endpoint``.
 _MAX_VERSION_DOCUMENT = 64 * 1024
 
@@ -273,7 +277,7 @@ class _ResponseBody:
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            for chunk in self.response.stream(CHUNK_SIZE,
+            for chunk in self.response.stream(RESPONSE_CHUNK_SIZE,
                                               decode_content=False):
                 if chunk:
                     yield chunk
