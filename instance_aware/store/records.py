@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import uuid
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
@@ -143,6 +144,73 @@ def _value_equals(prop: Any, index: int, long: bool) -> list[Any]:
     if long:  # beyond the indexed prefix: compare the whole value too
         conditions.append(prop.value == sa.bindparam(f'value_{index}'))
     return conditions
+
+
+#: Captured keys held by ``ia_relations``, and its column for each.
+RELATION_COLUMNS = {
+    'instance_uuid': models.Relation.instance_uuid,
+    'nova_installation_uuid': models.Relation.installation_uuid,
+    'image_type': models.Relation.image_type,
+    'backup_type': models.Relation.backup_type,
+}
+#: Relation keys kept in canonical UUID form.
+UUID_KEYS = ('instance_uuid', 'nova_installation_uuid')
+
+
+def _is_canonical_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _by_relation(filters: Mapping[str, str]) -> bool:
+    """Whether ``ia_relations`` answers ``filters`` exactly.
+
+    It does for filters on the instance (its index leads with it) and the
+    other relation keys; a UUID spelled other than canonically cannot be
+    in a relation row, and a value longer than a relation column not
+    either: those go the general way.
+    """
+    return ('instance_uuid' in filters
+            and filters.keys() <= RELATION_COLUMNS.keys()
+            and all(_is_canonical_uuid(filters[key])
+                    for key in UUID_KEYS if key in filters)
+            and all(len(value) <= RELATION_COLUMNS[key].type.length
+                    for key, value in filters.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _relation_statement(names: tuple[str, ...], scoped: bool,
+                        descending: bool
+                        ) -> sa.Select[*tuple[Any, ...]]:
+    """The relation-driven statement of :meth:`Records.matching`.
+
+    Selects, after id and creation time, the stored value of each UUID key
+    among ``names`` (in ``names`` order) for the exact comparison.
+    """
+    spellings = [orm.aliased(models.Property) for name in names
+                 if name in UUID_KEYS]
+    query = sa.select(models.Image.image_id, models.Image.image_created_at,
+                      *[prop.value for prop in spellings]).select_from(
+        models.Relation).join(
+        models.Image, models.Image.id == models.Relation.image_ref)
+    for prop, name in zip(spellings, [n for n in names if n in UUID_KEYS],
+                          strict=True):
+        query = query.join(prop, sa.and_(
+            prop.image_ref == models.Relation.image_ref,
+            prop.concern == models.INSTANCE, prop.name == name))
+    query = query.where(
+        *[RELATION_COLUMNS[name] == sa.bindparam(f'relation_{name}')
+          for name in names],
+        models.Image.registry_id == sa.bindparam('registry_id'),
+        models.Image.state == models.ACTIVE)
+    if scoped:
+        query = query.where(models.Image.project_id.in_(
+            sa.bindparam('projects', expanding=True)))
+    order = sa.desc if descending else sa.asc
+    return query.order_by(order(models.Image.image_created_at),
+                          order(models.Image.image_id))
 
 
 @functools.lru_cache(maxsize=128)
@@ -393,12 +461,21 @@ class Records:
         ``projects`` limits the owners (``None``: every project).  Ordered
         as the registry orders by default (``created_at``, then ``id``).
 
-        The most selective filter (by :data:`SELECTIVITY`) drives the query
-        through ``ix_ia_properties_name_value``; the others are checked per
+        Nova's questions (the instance, its installation, image and backup
+        types) are answered from ``ia_relations`` through
+        ``ix_ia_relations_instance``: one row per image holds all four, so
+        the query is a short join whatever the number of filters.  The
+        relation keeps UUIDs in canonical form, so the stored spelling of
+        each UUID key is fetched too and compared exactly, as Glance
+        compares strings.  Other filters: the most selective one (by
+        :data:`SELECTIVITY`) drives the query through
+        ``ix_ia_properties_name_value``, the others are checked per
         candidate.  Left to itself, a planner without value statistics
         (SQLite) may start from ``image_type=backup``, which matches most
         of a cloud's images.
         """
+        if _by_relation(filters):
+            return self._matching_relations(filters, projects, descending)
         ordered = sorted(filters.items(), key=lambda item: _rank(item[0]))
         shape = tuple(len(value) > models.INDEXED_VALUE_LENGTH
                       for _name, value in ordered)
@@ -415,6 +492,29 @@ class Records:
         with errors.translated(), self.db.engine.connect() as connection:
             return [(row[0], row[1])
                     for row in connection.execute(statement, params)]
+
+    def _matching_relations(self, filters: Mapping[str, str],
+                            projects: Collection[str] | None,
+                            descending: bool
+                            ) -> list[tuple[str, datetime.datetime | None]]:
+        names = tuple(sorted(filters))
+        params: dict[str, Any] = {'registry_id': self.registry_id}
+        params.update({f'relation_{name}': filters[name] for name in names})
+        if projects is not None:
+            params['projects'] = list(projects)
+        statement = _relation_statement(names, projects is not None,
+                                        descending)
+        spelled = [filters[name] for name in names if name in UUID_KEYS]
+        # MySQL/MariaDB compare strings case-insensitively (their default
+        # collation), the general way included: so does this check there.
+        fold = self.db.engine.dialect.name in ('mysql', 'mariadb')
+        if fold:
+            spelled = [value.lower() for value in spelled]
+        with errors.translated(), self.db.engine.connect() as connection:
+            return [(row[0], row[1])
+                    for row in connection.execute(statement, params)
+                    if [value.lower() if fold else value
+                        for value in row[2:]] == spelled]
 
     def related(self, image_id: str) -> Related | None:
         """The relation of one image in any state but pending."""

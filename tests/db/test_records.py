@@ -168,3 +168,67 @@ def test_an_update_after_a_concurrent_delete_keeps_the_history(
     # Given back only if the registry still returns the image.
     assert records.values_of([image_id])[image_id][models.INSTANCE] == (
         stored.values)
+
+
+def test_relation_driven_match_equals_the_general_one(
+        records: Records, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nova's filters are answered from ``ia_relations``; the answers are
+    exactly those of the property index, UUID spellings included."""
+    from instance_aware.store import records as records_module
+    lower = 'abcdef12-3456-4789-8abc-def012345678'
+    other = str(uuid.UUID(int=8, version=4))
+    install = str(uuid.UUID(int=9, version=4))
+    images = {
+        'daily': _image(records, 'p', 'backup', 'daily', 1, lower),
+        'weekly': _image(records, 'p', 'backup', 'weekly', 2, lower),
+        'snapshot': _image(records, 'p', 'snapshot', None, 3, lower),
+        'elsewhere': _image(records, 'q', 'backup', 'daily', 4, lower),
+        'other': _image(records, 'p', 'backup', 'daily', 5, other),
+    }
+    # The same instance spelled in upper case, with an installation.
+    upper = str(uuid.uuid4())
+    records.begin(upper, 'p', models.INSTANCE,
+                  {'instance_uuid': lower.upper(), 'image_type': 'backup',
+                   'backup_type': 'daily',
+                   'nova_installation_uuid': install},
+                  RelationFields(lower, install, 'backup', 'daily', True,
+                                 'nova'))
+    records.commit(upper, models.INSTANCE, 'p', T0)
+    questions = [
+        {'instance_uuid': lower},
+        {'instance_uuid': lower, 'image_type': 'backup'},
+        {'instance_uuid': lower, 'image_type': 'backup',
+         'backup_type': 'daily'},
+        {'instance_uuid': lower.upper(), 'image_type': 'backup'},
+        {'instance_uuid': lower, 'nova_installation_uuid': install},
+        {'instance_uuid': lower.upper(),
+         'nova_installation_uuid': install},
+        {'instance_uuid': other, 'backup_type': 'daily'},
+        {'instance_uuid': lower, 'image_type': 'snapshot'},
+    ]
+    scopes: list[list[str] | None] = [['p'], ['p', 'q'], None, []]
+    relation_answers = [
+        [records.matching(q, scope, descending)
+         for q in questions for scope in scopes
+         for descending in (True, False)]]
+    monkeypatch.setattr(records_module, '_by_relation', lambda f: False)
+    general_answers = [
+        [records.matching(q, scope, descending)
+         for q in questions for scope in scopes
+         for descending in (True, False)]]
+    assert relation_answers == general_answers
+    monkeypatch.undo()
+    found = [i for i, _ in records.matching(questions[2], ['p'])]
+    upper_found = [i for i, _ in records.matching(questions[3], ['p'])]
+    if records.db.engine.dialect.name in ('mysql', 'mariadb'):
+        # Case-insensitive collation: both spellings are one value, as in
+        # Glance's own MySQL database.
+        assert found == [images['daily'], upper]
+        assert upper_found == [images['weekly'], images['daily'], upper]
+        return
+    # Elsewhere the canonical spelling never finds the upper-case one, and
+    # the upper-case spelling finds only it.
+    assert found == [images['daily']]
+    assert upper_found == [upper]
+    assert records.matching(questions[4], ['p']) == []
+    assert [i for i, _ in records.matching(questions[5], None)] == [upper]
