@@ -131,7 +131,7 @@ def profile(call: Call, samples: int) -> None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats('cumulative').print_stats(45)
         return
-    inst = pyinstrument.Profiler(interval=0.0001)
+    inst = pyinstrument.Profiler(interval=0.001)
     inst.start()
     for _ in range(samples):
         call()
