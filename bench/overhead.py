@@ -9,15 +9,21 @@ median and p99 of each and their ratio (stack / bare).  Usage::
 
     .venv/bin/python bench/overhead.py [--samples 300] [--images 500]
 
-Operations: show, list (limit 25 and 100), create, patch (replace name),
-delete.  The images carry Nova's instance keys, so the stack does its real
-work (stripping, storing, giving back) on every call.
+Operations: show, list (limit 25 and 100), Nova's rotation listing (seven
+daily backups of one instance among the others), create, patch (replace
+name), delete.  The images carry Nova's instance keys, so the stack does
+its real work (stripping, storing, giving back) on every call.
+
+``--standalone`` also times the stack run as its own service
+(``instance-aware serve --upstream``) in front of the same bare Glance,
+against that bare Glance: one more HTTP hop (target ratio 1.15).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -30,16 +36,22 @@ from typing import Any
 import requests
 
 from instance_aware.local import identity
-from instance_aware.local.server import GlanceServer
+from instance_aware.local.server import GlanceServer, StandaloneServer
 
 PROJECT = 'bench-project'
 PATCH = 'application/openstack-images-v2.1-json-patch'
 
 
-def _nova_keys() -> dict[str, str]:
-    return {'instance_uuid': str(uuid.uuid4()), 'image_type': 'backup',
-            'backup_type': 'daily', 'user_id': 'u', 'owner_id': PROJECT,
-            'os_distro': 'ubuntu'}
+def _nova_keys(instance: str | None = None) -> dict[str, str]:
+    return {'instance_uuid': instance or str(uuid.uuid4()),
+            'image_type': 'backup', 'backup_type': 'daily', 'user_id': 'u',
+            'owner_id': PROJECT, 'os_distro': 'ubuntu'}
+
+
+def _rotation(instance: str) -> str:
+    return ('/v2/images?image_type=backup&backup_type=daily'
+            f'&instance_uuid={instance}&limit=200&sort_key=created_at'
+            '&sort_dir=desc')
 
 
 class Side:
@@ -72,12 +84,14 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def run(stack: Side, bare: Side, args: argparse.Namespace) -> None:
-    ids: dict[str, list[str]] = {'stack': [], 'bare': []}
-    for _ in range(args.images):  # background population, not timed
+    ids: dict[str, list[str]] = {stack.name: [], bare.name: []}
+    rotated = {stack.name: str(uuid.uuid4()), bare.name: str(uuid.uuid4())}
+    for number in range(args.images):  # background population, not timed
         for side in (stack, bare):
+            instance = rotated[side.name] if number < 7 else None
             created = side.session.post(side.url + '/v2/images', timeout=60,
                                         json={'name': 'seed',
-                                              **_nova_keys()})
+                                              **_nova_keys(instance)})
             ids[side.name].append(created.json()['id'])
     ops: list[tuple[str, Callable[[Side, int], None]]] = [
         ('show', lambda side, n: _check(side.timed(
@@ -87,6 +101,8 @@ def run(stack: Side, bare: Side, args: argparse.Namespace) -> None:
             'list 25', 'GET', '/v2/images?limit=25', 200)),
         ('list 100', lambda side, n: side.timed(
             'list 100', 'GET', '/v2/images?limit=100', 200)),
+        ('rotation', lambda side, n: _check_count(side.timed(
+            'rotation', 'GET', _rotation(rotated[side.name]), 200), 7)),
     ]
     for turn in range(args.warmup + args.samples):
         for _name, op in ops:
@@ -110,18 +126,21 @@ def run(stack: Side, bare: Side, args: argparse.Namespace) -> None:
             del values[:args.warmup]
 
 
+def _check_count(response: requests.Response, count: int) -> None:
+    images = response.json()['images']
+    if len(images) != count or any(
+            image.get('backup_type') != 'daily' for image in images):
+        raise SystemExit(f'{response.url}: not the {count} daily backups')
+
+
 def _check(response: requests.Response, key: str, value: str) -> None:
     if response.json().get(key) != value:
         raise SystemExit(f'{response.url}: {key} is not {value!r}')
 
 
 def report(stack: Side, bare: Side) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        'python': platform.python_version(),
-        'glance': metadata.version('glance'),
-        'instance-aware': metadata.version('instance-aware'),
-        'machine': f'{platform.machine()}, {platform.processor() or ""}',
-    }
+    summary: dict[str, Any] = {}
+    print(f'\n{stack.name} against {bare.name}:')
     print(f"{'operation':<10}{'bare p50':>10}{'stack p50':>11}{'ratio':>7}"
           f"{'bare p99':>10}{'stack p99':>11}{'ratio':>7}")
     for op in stack.times:
@@ -150,15 +169,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup', type=int, default=20)
     parser.add_argument('--images', type=int, default=500,
                         help='images per side before timing')
+    parser.add_argument('--standalone', action='store_true',
+                        help='also time standalone mode against bare')
     parser.add_argument('--json', help='also write the summary here')
     args = parser.parse_args(argv)
+    summary: dict[str, Any] = {
+        'python': platform.python_version(),
+        'glance': metadata.version('glance'),
+        'instance-aware': metadata.version('instance-aware'),
+        'machine': f'{platform.machine()}, {platform.processor() or ""}, '
+                   f'{os.cpu_count()} CPUs',
+    }
+    print(summary)
     with tempfile.TemporaryDirectory(prefix='ia-overhead-') as tmp, \
-            GlanceServer(tmp, workers=1, threads=4, access_log=False,
-                         max_lifetime=3600) as server:
+            GlanceServer(os.path.join(tmp, 'glance'), workers=1, threads=4,
+                         access_log=False, max_lifetime=3600) as server:
         stack = Side('stack', server.url)
         bare = Side('bare', server.bare_url)
         run(stack, bare, args)
-        summary = report(stack, bare)
+        summary['in-pipeline'] = report(stack, bare)
+        if args.standalone:
+            with StandaloneServer(os.path.join(tmp, 'standalone'),
+                                  server.bare_url, workers=1, threads=4,
+                                  access_log=False,
+                                  max_lifetime=3600) as proxy:
+                standalone = Side('standalone', proxy.url)
+                bare = Side('bare', server.bare_url)
+                run(standalone, bare, args)
+                summary['standalone'] = report(standalone, bare)
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as stream:
             json.dump(summary, stream, indent=2)
