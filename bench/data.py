@@ -8,12 +8,13 @@ fly, nothing is written but Glance's own store in a temporary directory)
 through both, with ``Content-Length`` and with chunked transfer encoding
 (64 KiB chunks, as glanceclient sends), then downloads the stack's upload
 through both ``--downloads`` times.  The side that goes first alternates
-round by round (keep ``--rounds`` even), and every upload starts after a
-``sync(2)``, so that drift on a noisy machine and the write-back of the
-previous upload hit both sides alike.  Usage::
+round by round (keep ``--rounds`` even), and every transfer starts after
+a ``sync(2)``, so that drift on a noisy machine and the write-back of
+the last upload hit both sides alike.  Usage::
 
     .venv/bin/python bench/data.py [--size-mib 1024] [--rounds 4]
-        [--downloads 2] [--verify off,on] [--no-standalone] [--json [PATH]]
+        [--downloads 3] [--verify off,on] [--algorithm sha512]
+        [--no-standalone] [--json [PATH]]
 
 Everything is measured with ``[instance_aware] verify_image_data`` off
 and on (a ``glance-api.conf.d`` file; the server restarts in between),
@@ -340,6 +341,8 @@ def measure(phase: str, stack: Endpoint, bare: Endpoint, image: Image,
                 created[1][1])
             for _ in range(downloads):
                 for side in order:
+                    if sync:
+                        os.sync()
                     sampler = samplers[side.name]
                     sampler.mark()
                     took = side.download(checked, image.size)
@@ -514,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='size of the image (MiB)')
     parser.add_argument('--rounds', type=int, default=4,
                         help='rounds (even: each side goes first as often)')
-    parser.add_argument('--downloads', type=int, default=2,
+    parser.add_argument('--downloads', type=int, default=3,
                         help='downloads per side and round')
     parser.add_argument('--verify', default='off,on',
                         type=lambda value: [v for v in value.split(',')
@@ -526,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                              'the stack follows (sha512: the standalone '
                              'stack is measured too)')
     parser.add_argument('--no-sync', dest='sync', action='store_false',
-                        help='do not sync(2) before each upload')
+                        help='do not sync(2) before each transfer')
     parser.add_argument('--no-standalone', dest='standalone',
                         action='store_false',
                         help='skip the standalone stack')
