@@ -436,9 +436,16 @@ class CapturingFilter(base.Filter):
                                  None)):
             plan = listing.fast_plan(query, *self._limits())
             descending = plan.descending if plan else True
+        prefetched: dict[str, dict[str, dict[str, str]]] = {}
         matches = self.records.matching(query.captured, projects,
-                                        descending) if (
+                                        descending, prefetched) if (
             projects is None or projects) else []
+        if prefetched:
+            # What giving back the answer needs, read with the matches.
+            shared: dict[str, dict[str, dict[str, str]]] = (
+                req.environ.setdefault(LOADED, {}))
+            for image_id, _created in matches:
+                shared.setdefault(image_id, prefetched.get(image_id, {}))
         if plan is not None and self.fetch_by_shows:
             fast = self._fast_list(req, query, plan, matches)
             if fast is not None:

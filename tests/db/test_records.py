@@ -232,3 +232,25 @@ def test_relation_driven_match_equals_the_general_one(
     assert upper_found == [upper]
     assert records.matching(questions[4], ['p']) == []
     assert [i for i, _ in records.matching(questions[5], None)] == [upper]
+
+
+def test_matching_reads_the_values_of_its_matches_along(
+        records: Records) -> None:
+    daily = _image(records, 'p', 'backup', 'daily', 1)
+    records.replace(daily, models.ENCRYPTION, 'p',
+                    {'os_encrypt_format': 'luks'}, None, None)
+    weekly = _image(records, 'p', 'backup', 'weekly', 2)
+    for filters in ({'instance_uuid': INSTANCE, 'backup_type': 'daily'},
+                    {'image_type': 'backup', 'backup_type': 'daily'}):
+        values: dict[str, dict[str, dict[str, str]]] = {}
+        assert [i for i, _ in records.matching(filters, ['p'],
+                                               values=values)] == [daily]
+        assert values == records.values_of([daily])
+        assert values[daily][models.ENCRYPTION] == {
+            'os_encrypt_format': 'luks'}
+        assert weekly not in values
+    nothing: dict[str, dict[str, dict[str, str]]] = {}
+    assert records.matching({'instance_uuid': INSTANCE,
+                             'backup_type': 'monthly'}, ['p'],
+                            values=nothing) == []
+    assert nothing == {}
