@@ -194,18 +194,21 @@ def _relation_statement(names: tuple[str, ...], scoped: bool,
     """
     spellings = [orm.aliased(models.Property) for name in names
                  if name in UUID_KEYS]
+    # The relation index must drive: as a join, SQLite's planner (no value
+    # statistics) starts from the project index instead, a scan of most
+    # of the table (216 ms at a million images against 0.03 ms).
+    related = sa.select(models.Relation.image_ref).where(
+        *[RELATION_COLUMNS[name] == sa.bindparam(f'relation_{name}')
+          for name in names])
     query = sa.select(models.Image.image_id, models.Image.image_created_at,
-                      *[prop.value for prop in spellings]).select_from(
-        models.Relation).join(
-        models.Image, models.Image.id == models.Relation.image_ref)
+                      *[prop.value for prop in spellings])
     for prop, name in zip(spellings, [n for n in names if n in UUID_KEYS],
                           strict=True):
         query = query.join(prop, sa.and_(
-            prop.image_ref == models.Relation.image_ref,
+            prop.image_ref == models.Image.id,
             prop.concern == models.INSTANCE, prop.name == name))
     query = query.where(
-        *[RELATION_COLUMNS[name] == sa.bindparam(f'relation_{name}')
-          for name in names],
+        models.Image.id.in_(related),
         models.Image.registry_id == sa.bindparam('registry_id'),
         models.Image.state == models.ACTIVE)
     if scoped:

@@ -8,6 +8,7 @@ helpers, each asserted on what the store answers afterwards.
 from __future__ import annotations
 
 import datetime
+import pathlib
 import uuid
 
 import pytest
@@ -254,3 +255,29 @@ def test_matching_reads_the_values_of_its_matches_along(
                              'backup_type': 'monthly'}, ['p'],
                             values=nothing) == []
     assert nothing == {}
+
+
+def test_sqlite_drives_relation_matches_by_the_relation_index(
+        tmp_path: pathlib.Path) -> None:
+    """SQLite keeps no value statistics: left to choose, it walks the
+    project index (most of the table) instead of the relation index."""
+    from instance_aware.store import migration
+    from instance_aware.store import records as records_module
+    engine = ia_engine.create_engine(f'sqlite:///{tmp_path}/plan.sqlite')
+    migration.upgrade(engine)
+    names = ('backup_type', 'image_type', 'instance_uuid')
+    statement = records_module._relation_statement(names, True, True)
+    compiled = statement.compile(dialect=engine.dialect)
+    values = {**compiled.params, 'registry_id': 'r1',
+              'relation_instance_uuid': INSTANCE,
+              'relation_image_type': 'backup',
+              'relation_backup_type': 'daily', 'projects': 'p'}
+    sql = compiled.string.replace('__[POSTCOMPILE_projects]', '(?)')
+    with engine.connect() as connection:
+        plan = connection.exec_driver_sql(
+            'EXPLAIN QUERY PLAN ' + sql,
+            tuple(values[key] for key in compiled.positiontup or ())).all()
+    engine.dispose()
+    details = ' / '.join(row[3] for row in plan)
+    # The images are then looked up by row id, never walked by project.
+    assert 'ix_ia_relations_instance' in details, details
