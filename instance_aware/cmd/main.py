@@ -42,7 +42,7 @@ STANDALONE_STATE_DIR = '.state/standalone'
 
 
 class _Stop(Exception):
-    """Raised in the main thread by SIGTERM, like KeyboardInterrupt."""
+    """Raised in the main thread by SIGTERM or SIGINT (see below)."""
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -54,15 +54,20 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 @contextlib.contextmanager
 def _stop_signals() -> Iterator[None]:
-    """SIGTERM interrupts the wait as Ctrl-C does (main thread only).
+    """SIGTERM and SIGINT interrupt the wait (main thread only).
 
-    Handlers are restored on exit, so :func:`main` can run in tests.
+    SIGINT is handled explicitly too: a shell without job control starts
+    background commands with SIGINT ignored, and Python then leaves it
+    ignored, so ``kill -INT`` (what Ctrl-C sends) would not stop a server
+    started that way.  Handlers are restored on exit, so :func:`main` can
+    run in tests.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
-    signal.signal(signal.SIGTERM, _stop)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _stop)
     try:
         yield
     finally:

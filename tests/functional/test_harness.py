@@ -164,8 +164,20 @@ def _wait_for(process: subprocess.Popen[bytes], log: Any, text: str,
         time.sleep(0.2)
 
 
+def _sigint(disposition: Any) -> Callable[[], None]:
+    def child() -> None:  # runs in the child before exec
+        signal.signal(signal.SIGINT, disposition)
+    return child
+
+
 @pytest.mark.timeout(180)
-def test_serve_answers_and_exits_0_on_sigint(tmp_path: Any) -> None:
+@pytest.mark.parametrize('inherited', [
+    pytest.param(signal.SIG_DFL, id='sigint-default'),
+    # What a shell without job control gives a background command.
+    pytest.param(signal.SIG_IGN, id='sigint-ignored-by-the-parent'),
+])
+def test_serve_answers_and_exits_0_on_sigint(tmp_path: Any,
+                                             inherited: Any) -> None:
     port, bare_port = local_server.free_port(), local_server.free_port()
     log = tmp_path / 'serve.out'
     with open(log, 'wb') as stream:
@@ -174,7 +186,8 @@ def test_serve_answers_and_exits_0_on_sigint(tmp_path: Any) -> None:
              '--port', str(port), '--bare-port', str(bare_port),
              '--state-dir', str(tmp_path / 'state'),
              '--max-lifetime', '170'],
-            stdout=stream, stderr=subprocess.STDOUT)
+            stdout=stream, stderr=subprocess.STDOUT,
+            preexec_fn=_sigint(inherited))
     try:
         output = _wait_for(process, log, 'Ctrl-C stops the server.', 90)
         for each in (port, bare_port):
