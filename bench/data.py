@@ -59,6 +59,7 @@ from importlib import metadata
 from typing import Any
 
 import psutil
+import results_file  # bench/, next to this script
 
 from instance_aware.local import identity
 from instance_aware.local.server import GlanceServer, StandaloneServer
@@ -563,13 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average after {summary['load_after']}; "
           f"{summary['seconds']} s")
     if args.json is not None:
-        path = args.json or os.path.join(
-            os.path.dirname(os.path.abspath(__file__)), 'results',
-            time.strftime('data-%Y%m%d-%H%M%S.json'))
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, 'w', encoding='utf-8') as stream:
-            json.dump(summary, stream, indent=2)
-        print(f'results written to {path}')
+        results_file.write(summary, args.json, 'data')
     return 0
 
 

@@ -35,7 +35,6 @@ by default to ``bench/results/load-<time>.json`` (not tracked by git).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -44,12 +43,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from importlib import metadata
 from typing import Any
 
 import requests
+import results_file  # bench/, next to this script
 
 from instance_aware.local import identity
 from instance_aware.local.server import GlanceServer
@@ -300,13 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     summary['load_after'] = [round(x, 2) for x in os.getloadavg()]
     print(f"load average after {summary['load_after']}")
     if args.json is not None:
-        path = args.json or os.path.join(
-            os.path.dirname(os.path.abspath(__file__)), 'results',
-            time.strftime('load-%Y%m%d-%H%M%S.json'))
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, 'w', encoding='utf-8') as stream:
-            json.dump(summary, stream, indent=2)
-        print(f'results written to {path}')
+        results_file.write(summary, args.json, 'load')
     return 0
 
 
