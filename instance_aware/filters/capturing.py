@@ -168,7 +168,7 @@ class CapturingFilter(base.Filter):
                 capture.merge_into(image, values[image_id])
 
     def _values_of(self, req: Request, image_ids: set[str]
-                       ) -> dict[str, dict[str, str]]:
+                   ) -> dict[str, dict[str, str]]:
         """This concern's stored values of ``image_ids``.
 
         A read-only request (show, list) reads the store once for every
