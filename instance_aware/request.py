@@ -34,13 +34,8 @@ class Request(webob.Request):
 
     @functools.cached_property
     def route(self) -> routing.Route:
-        key = 'instance_aware.route'
-        cached = self.environ.get(key)
-        if cached is None or cached.path != routing.normalise_path(
-                self.path_info):
-            cached = self.environ[key] = routing.match(
-                self.method, self.path_info)
-        return cached
+        # Remembered by routing.match itself, for every filter at once.
+        return routing.match(self.method, self.path_info)
 
     @property
     def has_json_body(self) -> bool:
