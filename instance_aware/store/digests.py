@@ -33,13 +33,15 @@ class Digest:
     recorded_at: datetime.datetime
     verified_at: datetime.datetime | None
     tampered_at: datetime.datetime | None
+    #: BLAKE3 hex digest of the same bytes, when known.
+    fingerprint: str | None = None
 
 
 def _digest(row: models.ImageData) -> Digest:
     return Digest(image_id=row.image_id, source=row.source, state=row.state,
                   algo=row.algo, digest=row.digest, size=row.size,
                   recorded_at=row.recorded_at, verified_at=row.verified_at,
-                  tampered_at=row.tampered_at)
+                  tampered_at=row.tampered_at, fingerprint=row.fingerprint)
 
 
 class Digests:
@@ -61,20 +63,23 @@ class Digests:
             return None if row is None else _digest(row)
 
     def record(self, image_id: str, *, algo: str, digest: str, size: int,
-               source: str, state: str = models.RECORDED) -> Digest:
+               source: str, state: str = models.RECORDED,
+               fingerprint: str | None = None) -> Digest:
         """Record (or replace) the digest of the data ``image_id`` has now.
 
         New data forgets the outcome of earlier checks.  Two processes
         recording the same image at once: the later one wins.
         """
+        args = (image_id, algo, digest, size, source, state, fingerprint)
         try:
-            return self._record(image_id, algo, digest, size, source, state)
+            return self._record(*args)
         except errors.Conflict:
-            return self._record(image_id, algo, digest, size, source, state)
+            return self._record(*args)
 
     @retry.transaction
     def _record(self, image_id: str, algo: str, digest: str, size: int,
-                source: str, state: str) -> Digest:
+                source: str, state: str,
+                fingerprint: str | None) -> Digest:
         with self.db.session(write=True) as session:
             row = session.scalars(sa.select(models.ImageData).where(
                 self._where(image_id)).with_for_update()).one_or_none()
@@ -83,6 +88,7 @@ class Digests:
                                        image_id=image_id)
                 session.add(row)
             row.algo, row.digest, row.size = algo, digest, size
+            row.fingerprint = fingerprint
             row.source, row.state = source, state
             row.recorded_at = models.utcnow()
             row.verified_at = row.tampered_at = None
@@ -105,17 +111,21 @@ class Digests:
                                 state=models.RECORDED)
 
     @retry.transaction
-    def mark_verified(self, image_id: str, digest: str) -> bool:
+    def mark_verified(self, image_id: str, digest: str,
+                      fingerprint: str | None = None) -> bool:
         """A full download matched ``digest``: stamp ``verified_at``.
 
         A record marked tampered whose data matches again (the operator
         restored the file) is ``recorded`` again; ``tampered_at`` stays as
-        history.
+        history.  ``fingerprint``, computed over the same verified bytes,
+        is kept for later downloads.
         """
+        values: dict[str, object] = {'state': models.RECORDED,
+                                     'verified_at': models.utcnow()}
+        if fingerprint is not None:
+            values['fingerprint'] = fingerprint
         with self.db.session(write=True) as session:
-            return self._update(image_id, digest, session,
-                                state=models.RECORDED,
-                                verified_at=models.utcnow())
+            return self._update(image_id, digest, session, **values)
 
     @retry.transaction
     def mark_tampered(self, image_id: str, digest: str) -> bool:

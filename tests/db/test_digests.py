@@ -72,3 +72,30 @@ def test_marks_apply_only_to_the_digest_checked(digests: Digests) -> None:
     assert (restored.state, restored.tampered_at) == (
         models.RECORDED, tampered.tampered_at)
     assert restored.verified_at is not None
+
+
+def test_fingerprint_recorded_learned_and_forgotten(digests: Digests) -> None:
+    fingerprint = 'f' * 64
+    first = digests.record(IMAGE, algo='sha512', digest=SHA, size=4,
+                           source=models.UPLOAD, fingerprint=fingerprint)
+    assert first.fingerprint == fingerprint
+    stored = digests.get(IMAGE)
+    assert stored is not None and stored.fingerprint == fingerprint
+    # New data without one (an import's digest): none until learned.
+    digests.record(IMAGE, algo='sha512', digest=OTHER, size=5,
+                   source=models.IMPORT)
+    adopted = digests.get(IMAGE)
+    assert adopted is not None and adopted.fingerprint is None
+    # Learned only by the verification of the digest held now.
+    assert not digests.mark_verified(IMAGE, SHA, fingerprint='a' * 64)
+    unchanged = digests.get(IMAGE)
+    assert unchanged is not None and unchanged.fingerprint is None
+    assert digests.mark_verified(IMAGE, OTHER, fingerprint='b' * 64)
+    learned = digests.get(IMAGE)
+    assert learned is not None
+    assert (learned.fingerprint, learned.state) == ('b' * 64,
+                                                    models.RECORDED)
+    # A later verification without one keeps it.
+    assert digests.mark_verified(IMAGE, OTHER)
+    kept = digests.get(IMAGE)
+    assert kept is not None and kept.fingerprint == 'b' * 64

@@ -22,6 +22,7 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import blake3
 import pytest
 import webob
 from oslo_config import cfg
@@ -598,6 +599,111 @@ def test_paste_hashing_algorithm_without_glance_options(
     assert b''.join(body) == b'data'
 
 
+# -- BLAKE3 fingerprints ---------------------------------------------------
+
+def _fingerprint(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+@pytest.mark.parametrize('chunked', [False, True])
+def test_upload_records_the_fingerprint_with_the_digest(
+        stack_filter: Any, digests: Digests, chunked: bool) -> None:
+    data = bytes(range(256)) * 3000
+    _upload(stack_filter, data, chunked=chunked)
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.digest, record.fingerprint) == (
+        hashlib.sha512(data).hexdigest(), _fingerprint(data))
+
+
+def test_fingerprint_option_off_records_none(
+        make_filter: Callable[..., Any], digests: Digests) -> None:
+    _upload(make_filter(fingerprint_image_data='false'), b'plain')
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.digest, record.fingerprint) == (
+        hashlib.sha512(b'plain').hexdigest(), None)
+
+
+def test_download_checked_against_the_fingerprint(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A record with a fingerprint is checked by BLAKE3 alone: a wrong
+    sha512 in the record does not matter, a changed byte does."""
+    data = b''.join(_chunks(MIB))
+    digests.record(IMAGE, algo='sha512', digest='0' * 128, size=len(data),
+                   source=models.UPLOAD, fingerprint=_fingerprint(data))
+    registry.download = lambda: _chunks(MIB)
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    assert _drain(body) == (hashlib.sha512(data).hexdigest(), MIB)
+    record = digests.get(IMAGE)
+    assert record is not None and record.verified_at is not None
+    assert record.fingerprint == _fingerprint(data)
+
+    tampered = bytearray(data)
+    tampered[MIB // 2] ^= 1
+    registry.download = lambda: [bytes(tampered[:MIB // 2 + 1]),
+                                 bytes(tampered[MIB // 2 + 1:])]
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    received = []
+    with caplog.at_level(logging.ERROR), pytest.raises(
+            data_integrity.ImageDataMismatch):
+        received.extend(body)
+    assert received == [bytes(tampered[:MIB // 2 + 1])]
+    alert = next(r.getMessage() for r in caplog.records
+                 if r.getMessage().startswith('ALERT'))
+    assert f'blake3 {_fingerprint(data)}' in alert
+    assert _fingerprint(bytes(tampered)) in alert
+    record = digests.get(IMAGE)
+    assert record is not None and record.state == models.TAMPERED
+
+
+def test_fingerprint_learned_at_a_verified_download_only(
+        stack_filter: Any, registry: Registry, digests: Digests) -> None:
+    _record(digests, [b'good ', b'bytes'])
+    registry.download = lambda: [b'good ', b'byte!']
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        b''.join(body)
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.state, record.fingerprint) == (models.TAMPERED, None)
+    registry.download = lambda: [b'good ', b'bytes']
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    assert b''.join(body) == b'good bytes'
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.state, record.fingerprint) == (
+        models.RECORDED, _fingerprint(b'good bytes'))
+
+
+def test_fingerprint_option_off_checks_the_digest(
+        make_filter: Callable[..., Any], registry: Registry,
+        digests: Digests) -> None:
+    """A right fingerprint does not vouch for data when the option is
+    off: the record's sha512 decides."""
+    data = b'data checked by sha512'
+    digests.record(IMAGE, algo='sha512', digest='0' * 128, size=len(data),
+                   source=models.UPLOAD, fingerprint=_fingerprint(data))
+    registry.download = lambda: [data[:4], data[4:]]
+    app = make_filter(fingerprint_image_data='false')
+    _started, body = _call(app, _environ('GET', FILE))
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        b''.join(body)
+
+
+def test_stream_hasher_feeds_every_hasher(hashing: str) -> None:
+    chunks = list(_chunks(2 * CHUNK + 5))
+    hasher = data_integrity.StreamHasher(hashlib.sha256(),
+                                         data_integrity.fingerprinter())
+    for chunk in chunks:
+        hasher.update(chunk)
+    data = b''.join(chunks)
+    assert hasher.hexdigests() == (hashlib.sha256(data).hexdigest(),
+                                   _fingerprint(data))
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
 # -- stage, then import ----------------------------------------------------
 
 STAGED = b'staged image' * 1000
@@ -624,6 +730,7 @@ def test_staged_digest_confirmed_by_the_import(
     assert record is not None
     assert (record.source, record.state, record.digest) == (
         models.STAGE, models.RECORDED, hashlib.sha512(STAGED).hexdigest())
+    assert record.fingerprint == _fingerprint(STAGED)
     assert record.verified_at is not None
     # Settled once: the next download asks the registry nothing more.
     _started, body = _call(stack_filter, _environ('GET', FILE))
@@ -643,6 +750,9 @@ def test_rewritten_on_import_adopts_the_registry_digest(
     assert (record.source, record.state, record.digest, record.size) == (
         models.IMPORT, models.RECORDED,
         hashlib.sha512(CONVERTED).hexdigest(), len(CONVERTED))
+    # The registry's digest was verified by that download, which also
+    # gave the fingerprint the next downloads are checked against.
+    assert record.fingerprint == _fingerprint(CONVERTED)
     assert 'ALERT' not in caplog.text
     # From now on, the stored data is checked against it.
     registry.download = lambda: [CONVERTED[:-1], b'!']
