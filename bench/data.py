@@ -14,7 +14,7 @@ the last upload hit both sides alike.  Usage::
 
     .venv/bin/python bench/data.py [--size-mib 1024] [--rounds 4]
         [--downloads 3] [--verify off,on] [--algorithm sha512]
-        [--no-standalone] [--json [PATH]]
+        [--no-fingerprint] [--no-standalone] [--json [PATH]]
 
 Everything is measured with ``[instance_aware] verify_image_data`` off
 and on (a ``glance-api.conf.d`` file; the server restarts in between),
@@ -26,8 +26,10 @@ sides in MiB/s and their ratio (stack / bare) against the targets (0.95
 without verification, 0.90 with it), and the peak growth of the resident
 memory of the serving gunicorn worker during each transfer (its
 children included; sampled every 10 ms in a thread; target < 32 MiB).
-The machine, the versions and the speed of ``hashlib`` here come first:
-a verified download cannot go faster than sha512 (Glance's default).
+The machine, the versions and the speed of the hashes here come first: a
+verified download cannot go faster than the hash it is checked with,
+BLAKE3 (the stack's default, ``fingerprint_image_data``) or, with
+``--no-fingerprint``, sha512 (Glance's default).
 
 Downloads are whatever Glance sends: it announces ``Content-Length`` for
 every image download, so there is no chunked download to measure; uploads
@@ -58,6 +60,7 @@ from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
+import blake3
 import psutil
 import results_file  # bench/, next to this script
 
@@ -377,14 +380,15 @@ def _progress(phase: str, turn: int, op: str, side: str, size: int,
 
 # -- servers ----------------------------------------------------------------
 
-def _write_override(directory: str, verify: bool,
+def _write_override(directory: str, verify: bool, fingerprint: bool,
                     algorithm: str | None = None) -> None:
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, 'bench-data.conf'), 'w',
               encoding='utf-8') as stream:
         if algorithm:
             stream.write(f'[DEFAULT]\nhashing_algorithm = {algorithm}\n\n')
-        stream.write(f'[instance_aware]\nverify_image_data = {verify}\n')
+        stream.write(f'[instance_aware]\nverify_image_data = {verify}\n'
+                     f'fingerprint_image_data = {fingerprint}\n')
 
 
 def run(args: argparse.Namespace, image: Image, results: Results) -> None:
@@ -394,7 +398,7 @@ def run(args: argparse.Namespace, image: Image, results: Results) -> None:
         for mode in args.verify:
             verify = mode == 'on'
             _write_override(os.path.join(glance_state, 'glance-api.conf.d'),
-                            verify, args.algorithm)
+                            verify, args.fingerprint, args.algorithm)
             with GlanceServer(glance_state, workers=1, threads=4,
                               access_log=False,
                               max_lifetime=4 * 3600) as server:
@@ -409,7 +413,7 @@ def run(args: argparse.Namespace, image: Image, results: Results) -> None:
                     continue
                 _write_override(os.path.join(standalone_state,
                                              'instance-aware.conf.d'),
-                                verify)
+                                verify, args.fingerprint)
                 with StandaloneServer(standalone_state, server.bare_url,
                                       workers=1, threads=4,
                                       access_log=False,
@@ -423,9 +427,10 @@ def run(args: argparse.Namespace, image: Image, results: Results) -> None:
 # -- report -----------------------------------------------------------------
 
 def hash_speed(algo: str, size: int = 256 * MIB) -> float:
-    """MiB/s of ``hashlib`` on this machine, 1 MiB buffers."""
+    """MiB/s of ``hashlib`` (or BLAKE3) on this machine, 1 MiB buffers."""
     block = b'\x5a' * MIB
-    hasher = hashlib.new(algo)
+    hasher: Any = (blake3.blake3() if algo == 'blake3'
+                   else hashlib.new(algo))
     start = time.perf_counter()
     for _ in range(size // MIB):
         hasher.update(block)
@@ -445,6 +450,7 @@ def machine() -> dict[str, Any]:
         'instance-aware': metadata.version('instance-aware'),
         'sha512_mib_s': round(hash_speed('sha512')),
         'sha256_mib_s': round(hash_speed('sha256')),
+        'blake3_mib_s': round(hash_speed('blake3')),
     }
 
 
@@ -459,8 +465,8 @@ def _cpu_model() -> str:
 
 def report(results: Results, size: int, algorithm: str,
            bound: float) -> dict[str, Any]:
-    """The table; ``bound`` is what ``hashlib`` does with ``algorithm``
-    here (MiB/s), the most a verified download can do."""
+    """The table; ``bound`` is what ``algorithm`` hashes at here (MiB/s),
+    the most a verified download can do."""
     rows: dict[str, Any] = {}
     print(f"\n{'phase':<15}{'operation':<23}{'bare MiB/s':>11}"
           f"{'stack MiB/s':>12}{'ratio':>7}  {'target':<12}"
@@ -502,7 +508,7 @@ def report(results: Results, size: int, algorithm: str,
         row['of_hash_bound'] = round(row['stack_mib_s'] / bound, 3)
     if verified:
         shares = ', '.join(f"{row['of_hash_bound']:.0%}" for row in verified)
-        print(f'A verified download cannot beat hashlib {algorithm} here, '
+        print(f'A verified download cannot beat {algorithm} here, '
               f'{bound:.0f} MiB/s on one core; the verified downloads ran '
               f'at {shares} of it.')
     peak = max(max(values) for values in results.growth.values())
@@ -529,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="Glance's [DEFAULT] hashing_algorithm, which "
                              'the stack follows (sha512: the standalone '
                              'stack is measured too)')
+    parser.add_argument('--no-fingerprint', dest='fingerprint',
+                        action='store_false',
+                        help='fingerprint_image_data = false: check '
+                             'downloads with --algorithm, not BLAKE3')
     parser.add_argument('--no-sync', dest='sync', action='store_false',
                         help='do not sync(2) before each transfer')
     parser.add_argument('--no-standalone', dest='standalone',
@@ -547,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['glance']}, gunicorn {info['gunicorn']}, instance-aware "
           f"{info['instance-aware']}; hashlib sha512 "
           f"{info['sha512_mib_s']} MiB/s, sha256 {info['sha256_mib_s']} "
-          'MiB/s')
+          f"MiB/s, blake3 {info['blake3_mib_s']} MiB/s")
     summary['load_before'] = [round(x, 2) for x in os.getloadavg()]
     print(f"load average {summary['load_before']}; image "
           f'{args.size_mib} MiB, {args.rounds} rounds', flush=True)
@@ -558,9 +568,12 @@ def main(argv: list[str] | None = None) -> int:
     summary['load_after'] = [round(x, 2) for x in os.getloadavg()]
     summary['seconds'] = round(time.monotonic() - started)
     summary['size_mib'] = args.size_mib
-    bound = hash_speed(args.algorithm)
+    # What a verified download is checked with (uploads hash both).
+    checked_with = 'blake3' if args.fingerprint else args.algorithm
+    bound = hash_speed(checked_with)
     summary['algorithm'] = args.algorithm
-    summary['results'] = report(results, image.size, args.algorithm, bound)
+    summary['fingerprint'] = args.fingerprint
+    summary['results'] = report(results, image.size, checked_with, bound)
     print(f"load average after {summary['load_after']}; "
           f"{summary['seconds']} s")
     if args.json is not None:
