@@ -133,6 +133,20 @@ class Database:
         self._writers = orm.sessionmaker(
             engine.execution_options(**{WRITE_OPTION: True}),
             expire_on_commit=False)
+        # PostgreSQL reads in autocommit: no BEGIN and no ROLLBACK round
+        # trips around a read of one or two statements (psycopg switches
+        # autocommit on the client side).  Elsewhere switching costs a
+        # round trip of its own (pymysql) or nothing is gained (SQLite).
+        self._read_engine = (
+            engine.execution_options(isolation_level='AUTOCOMMIT')
+            if engine.dialect.name == 'postgresql' else engine)
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[sa.Connection]:
+        """A plain connection for reads that need no transaction: each
+        statement sees a consistent snapshot of its own."""
+        with errors.translated(), self._read_engine.connect() as connection:
+            yield connection
 
     @contextlib.contextmanager
     def session(self, write: bool = False) -> Iterator[orm.Session]:

@@ -25,7 +25,7 @@ import dataclasses
 import datetime
 import functools
 import uuid
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -208,6 +208,32 @@ def _relation_statement(names: tuple[str, ...], scoped: bool,
     return _scoped_and_ordered(query, scoped, descending)
 
 
+@functools.lru_cache(maxsize=64)
+def _relation_values_statement(names: tuple[str, ...], scoped: bool,
+                               descending: bool
+                               ) -> sa.Select[*tuple[Any, ...]]:
+    """The relation-driven statement when the values are wanted too.
+
+    One row per stored value of each candidate: id, creation time,
+    concern, name, value, in the registry's order, so the rows of one
+    image come together.  The exact spellings of the UUID keys are among
+    the values, so no property is joined twice, and the answer and the
+    keys it gives back come in one round trip.
+    """
+    related = sa.select(models.Relation.image_ref).where(
+        *[RELATION_COLUMNS[name] == sa.bindparam(f'relation_{name}')
+          for name in names])
+    query = sa.select(
+        models.Image.image_id, models.Image.image_created_at,
+        models.Property.concern, models.Property.name,
+        models.Property.value).join(
+        models.Property, models.Property.image_ref == models.Image.id).where(
+        models.Image.id.in_(related),
+        models.Image.registry_id == sa.bindparam('registry_id'),
+        models.Image.state == models.ACTIVE)
+    return _scoped_and_ordered(query, scoped, descending)
+
+
 def _scoped_and_ordered(query: SelectT, scoped: bool,
                         descending: bool) -> SelectT:
     """``query`` limited to the bound ``projects`` (if ``scoped``) and in
@@ -302,7 +328,7 @@ class Records:
         values the image has in that answer, as bare Glance would show
         them.
         """
-        with errors.translated(), self.db.engine.connect() as connection:
+        with self.db.reader() as connection:
             return self._values_on(connection, image_ids)
 
     def _values_on(self, connection: sa.Connection,
@@ -502,7 +528,7 @@ class Records:
             params['projects'] = list(projects)
         statement = _matching_statement(shape, projects is not None,
                                         descending)
-        with errors.translated(), self.db.engine.connect() as connection:
+        with self.db.reader() as connection:
             found = [(row[0], row[1])
                      for row in connection.execute(statement, params)]
             self._prefetch(connection, found, values)
@@ -529,19 +555,55 @@ class Records:
             params['projects'] = list(projects)
         statement = _relation_statement(names, projects is not None,
                                         descending)
-        spelled = [filters[name] for name in names if name in UUID_KEYS]
+        uuid_names = [name for name in names if name in UUID_KEYS]
+        spelled = [filters[name] for name in uuid_names]
         # MySQL/MariaDB compare strings case-insensitively (their default
         # collation), the general way included: so does this check there.
         fold = self.db.engine.dialect.name in ('mysql', 'mariadb')
         if fold:
             spelled = [value.lower() for value in spelled]
-        with errors.translated(), self.db.engine.connect() as connection:
-            found = [(row[0], row[1])
-                     for row in connection.execute(statement, params)
-                     if [value.lower() if fold else value
-                         for value in row[2:]] == spelled]
-            self._prefetch(connection, found, values)
-            return found
+
+        def exact(stored: list[str | None]) -> bool:
+            return [value.lower() if fold and value else value
+                    for value in stored] == spelled
+
+        if values is not None:
+            return self._matching_relations_with_values(
+                _relation_values_statement(names, projects is not None,
+                                           descending),
+                params, uuid_names, exact, values)
+        with self.db.reader() as connection:
+            return [(row[0], row[1])
+                    for row in connection.execute(statement, params)
+                    if exact(list(row[2:]))]
+
+    def _matching_relations_with_values(
+            self, statement: sa.Select[*tuple[Any, ...]],
+            params: dict[str, Any], uuid_names: list[str],
+            exact: Callable[[list[str | None]], bool],
+            values: dict[str, dict[str, dict[str, str]]]
+            ) -> list[tuple[str, datetime.datetime | None]]:
+        """Matches and their values from one statement; ``values``
+        receives them when there are at most :data:`PREFETCH`."""
+        candidates: list[tuple[str, datetime.datetime | None]] = []
+        fetched: dict[str, dict[str, dict[str, str]]] = {}
+        with self.db.reader() as connection:
+            for image_id, created, concern, name, value in (
+                    connection.execute(statement, params)):
+                stored = fetched.get(image_id)
+                if stored is None:
+                    stored = fetched[image_id] = {}
+                    candidates.append((image_id, created))
+                stored.setdefault(concern, {})[name] = value
+        found = []
+        for image_id, created in candidates:
+            instance = fetched[image_id].get(models.INSTANCE, {})
+            if exact([instance.get(name) for name in uuid_names]):
+                found.append((image_id, created))
+        if 0 < len(found) <= PREFETCH:
+            values.update((image_id, fetched[image_id])
+                          for image_id, _created in found)
+        return found
 
     def related(self, image_id: str) -> Related | None:
         """The relation of one image in any state but pending."""

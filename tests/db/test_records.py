@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import pathlib
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -208,15 +209,29 @@ def test_relation_driven_match_equals_the_general_one(
         {'instance_uuid': lower, 'image_type': 'snapshot'},
     ]
     scopes: list[list[str] | None] = [['p'], ['p', 'q'], None, []]
-    relation_answers = [
-        [records.matching(q, scope, descending)
-         for q in questions for scope in scopes
-         for descending in (True, False)]]
+
+    def answers() -> list[Any]:
+        # Without and with the values read along (one statement on the
+        # relation side, a second one on the general side).
+        result: list[Any] = []
+        for q in questions:
+            for scope in scopes:
+                for descending in (True, False):
+                    values: dict[str, Any] = {}
+                    result.append((records.matching(q, scope, descending),
+                                   records.matching(q, scope, descending,
+                                                    values),
+                                   values))
+        return result
+
+    relation_answers = answers()
+    assert any(values for _plain, _with, values in relation_answers)
+    for plain, with_values, values in relation_answers:
+        assert plain == with_values
+        assert values == (records.values_of([i for i, _ in plain])
+                          if plain else {})
     monkeypatch.setattr(records_module, '_by_relation', lambda f: False)
-    general_answers = [
-        [records.matching(q, scope, descending)
-         for q in questions for scope in scopes
-         for descending in (True, False)]]
+    general_answers = answers()
     assert relation_answers == general_answers
     monkeypatch.undo()
     found = [i for i, _ in records.matching(questions[2], ['p'])]
