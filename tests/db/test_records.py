@@ -272,8 +272,10 @@ def test_matching_reads_the_values_of_its_matches_along(
     assert nothing == {}
 
 
+@pytest.mark.parametrize('builder', ['_relation_statement',
+                                     '_relation_values_statement'])
 def test_sqlite_drives_relation_matches_by_the_relation_index(
-        tmp_path: pathlib.Path) -> None:
+        tmp_path: pathlib.Path, builder: str) -> None:
     """SQLite keeps no value statistics: left to choose, it walks the
     project index (most of the table) instead of the relation index."""
     from instance_aware.store import migration
@@ -281,7 +283,7 @@ def test_sqlite_drives_relation_matches_by_the_relation_index(
     engine = ia_engine.create_engine(f'sqlite:///{tmp_path}/plan.sqlite')
     migration.upgrade(engine)
     names = ('backup_type', 'image_type', 'instance_uuid')
-    statement = records_module._relation_statement(names, True, True)
+    statement = getattr(records_module, builder)(names, True, True)
     compiled = statement.compile(dialect=engine.dialect)
     values = {**compiled.params, 'registry_id': 'r1',
               'relation_instance_uuid': INSTANCE,
@@ -294,5 +296,7 @@ def test_sqlite_drives_relation_matches_by_the_relation_index(
             tuple(values[key] for key in compiled.positiontup or ())).all()
     engine.dispose()
     details = ' / '.join(row[3] for row in plan)
-    # The images are then looked up by row id, never walked by project.
+    # The images are then looked up by row id, never walked by project,
+    # and their properties by image.
     assert 'ix_ia_relations_instance' in details, details
+    assert 'SCAN' not in details.replace('SCAN CONSTANT ROW', ''), details
