@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import blake3
 import pytest
 import requests
 
@@ -158,6 +159,8 @@ def test_upload_records_glance_digest_and_download_is_checked(
     assert (record.algo, record.digest, record.size) == (
         shown['os_hash_algo'], shown['os_hash_value'], shown['size'])
     assert record.digest == hashlib.sha512(data).hexdigest()
+    # Downloads are checked against the BLAKE3 fingerprint of the same pass.
+    assert record.fingerprint == blake3.blake3(data).hexdigest()
     assert (record.source, record.state, record.verified_at) == (
         models.UPLOAD, models.RECORDED, None)
 
@@ -189,7 +192,9 @@ def test_tampered_file_in_the_store_is_caught(
     # Everything but the registry's last chunk, which was withheld.
     assert SIZE - STORE_CHUNK <= received < SIZE
     alert = f'ALERT: data of image {image_id} does not match'
-    assert alert in _log_since(glance_server, log_offset, alert)
+    logged = _log_since(glance_server, log_offset, alert)
+    assert alert in logged
+    assert f'blake3 {blake3.blake3(data).hexdigest()}' in logged
     record = _record(digests, image_id)
     assert (record.state, record.digest) == (
         models.TAMPERED, hashlib.sha512(data).hexdigest())
