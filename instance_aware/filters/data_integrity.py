@@ -20,10 +20,10 @@ everything off.
 Recording.  After the registry answers 204, and only if the stack saw the
 whole body go in (``Content-Length`` bytes, or the end of a chunked body),
 algorithm, digest, fingerprint and size are recorded in
-``ia_image_data``.  A short,
-aborted or refused upload records nothing.  If the mapping database is
-down then, the upload still succeeds (the registry has the data): the
-failure is logged and that image's downloads go unchecked.
+``ia_image_data``.  A short, aborted or refused upload records nothing.
+If the mapping database is down then, the upload still succeeds (the
+registry has the data): the failure is logged and that image's downloads
+go unchecked.
 
 Stage.  ``PUT /stage`` records the digest of the staged bytes as
 ``staged``.  glance-direct stores them as they are unless an import
@@ -352,10 +352,8 @@ class CheckedBody:
     def _hasher(self) -> StreamHasher:
         if self.by_fingerprint:
             return StreamHasher(fingerprinter())
-        digest = hashlib.new(self._expected.algo)
-        if self._fingerprint:
-            return StreamHasher(digest, fingerprinter())
-        return StreamHasher(digest)
+        more = (fingerprinter(),) if self._fingerprint else ()
+        return StreamHasher(hashlib.new(self._expected.algo), *more)
 
     def _outcome(self, values: tuple[str, ...], size: int) -> Outcome:
         expected = self._expected
@@ -498,10 +496,9 @@ class DataIntegrityFilter(base.Filter):
             LOG.error('Unknown hashing algorithm %r: data of image %s is '
                       'not recorded', algo, image_id)
             return self.application(environ, start_response)
-        fingerprint = self.config.fingerprint_image_data
-        reader = (HashingReader(environ['wsgi.input'], hasher,
-                                fingerprinter()) if fingerprint
-                  else HashingReader(environ['wsgi.input'], hasher))
+        more = ((fingerprinter(),) if self.config.fingerprint_image_data
+                else ())
+        reader = HashingReader(environ['wsgi.input'], hasher, *more)
         environ['wsgi.input'] = reader
         status = _Status(start_response)
         try:
