@@ -559,8 +559,6 @@ class Records:
         params.update({f'relation_{name}': filters[name] for name in names})
         if projects is not None:
             params['projects'] = list(projects)
-        statement = _relation_statement(names, projects is not None,
-                                        descending)
         uuid_names = [name for name in names if name in UUID_KEYS]
         spelled = [filters[name] for name in uuid_names]
         # MySQL/MariaDB compare strings case-insensitively (their default
@@ -578,6 +576,8 @@ class Records:
                 _relation_values_statement(names, projects is not None,
                                            descending),
                 params, uuid_names, exact, values)
+        statement = _relation_statement(names, projects is not None,
+                                        descending)
         with self.db.reader() as connection:
             return [(row[0], row[1])
                     for row in connection.execute(statement, params)
