@@ -646,7 +646,9 @@ class Records:
                 related = related.where(column == value)
         # Driven by the instance index whatever the planner thinks of the
         # project and state indexes (SQLite keeps no value statistics).
-        query = sa.select(models.Image, newest, models.Image.id).where(
+        query = sa.select(
+            models.Image.id, models.Image.image_id, models.Image.project_id,
+            models.Image.state, newest, models.Image.deleted_at).where(
             models.Image.id.in_(related),
             models.Image.registry_id == self.registry_id)
         states = [models.ACTIVE] + ([models.DELETED] if include_deleted
@@ -654,20 +656,59 @@ class Records:
         query = query.where(models.Image.state.in_(states))
         if projects is not None:
             query = query.where(models.Image.project_id.in_(list(projects)))
-        with self.db.session() as session:
+        # Plain statements, no ORM session: the page, then the relations
+        # and keys of its images in one more (this is the query API's
+        # whole cost).
+        with self.db.reader() as connection:
             if marker is not None:
-                anchor = session.execute(
+                anchor = connection.execute(
                     query.where(models.Image.image_id == marker)).first()
                 if anchor is None:
                     raise LookupError(marker)
                 query = query.where(sa.or_(
-                    newest < anchor[1],
-                    sa.and_(newest == anchor[1],
-                            models.Image.id < anchor[2])))
-            query = query.order_by(newest.desc(),
-                                   models.Image.id.desc()).limit(limit)
-            return [Related.of(row[0], self.registry_id)
-                    for row in session.execute(query)]
+                    newest < anchor[4],
+                    sa.and_(newest == anchor[4],
+                            models.Image.id < anchor[0])))
+            page = connection.execute(query.order_by(
+                newest.desc(), models.Image.id.desc()).limit(limit)).all()
+            details = self._relations_on(connection, [row[0] for row in page])
+        return [Related(image_id=image_id, registry_id=self.registry_id,
+                        project_id=project_id, state=state,
+                        properties=details[ref][1],
+                        relation=details[ref][0], created_at=created,
+                        deleted_at=deleted)
+                for ref, image_id, project_id, state, created, deleted
+                in page]
+
+    @staticmethod
+    def _relations_on(connection: sa.Connection, refs: list[int]
+                      ) -> dict[int, tuple[RelationFields, dict[str, str]]]:
+        """Relation and instance keys of the images with row ids
+        ``refs`` (each has a relation: they were found through it)."""
+        if not refs:
+            return {}
+        relation = models.Relation
+        found: dict[int, tuple[RelationFields, dict[str, str]]] = {}
+        rows = connection.execute(
+            sa.select(relation.image_ref, relation.instance_uuid,
+                      relation.installation_uuid, relation.image_type,
+                      relation.backup_type, relation.trusted,
+                      relation.asserted_by, models.Property.name,
+                      models.Property.value)
+            .outerjoin(models.Property, sa.and_(
+                models.Property.image_ref == relation.image_ref,
+                models.Property.concern == models.INSTANCE))
+            .where(relation.image_ref.in_(refs)))
+        for (ref, instance, installation, image_type, backup_type, trusted,
+             asserted_by, name, value) in rows:
+            entry = found.get(ref)
+            if entry is None:
+                entry = found[ref] = (RelationFields(
+                    instance, installation, image_type, backup_type,
+                    bool(trusted), asserted_by), {})
+            if name is not None:
+                entry[1][name] = value
+        return found
 
     # -- reconcile ---------------------------------------------------------
 

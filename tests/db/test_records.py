@@ -127,6 +127,10 @@ def test_query_api_pages_newest_first_with_history(records: Records) -> None:
     assert [r.image_id for r in history] == [ids[4], *ids[3::-1]]
     assert history[0].state == models.DELETED
     assert history[0].deleted_at is not None
+    # Each entry is the image's whole relation, as one image's read has it.
+    assert history == [records.related(r.image_id) for r in history]
+    assert all(r.properties['instance_uuid'] == INSTANCE
+               and r.relation.instance_uuid == INSTANCE for r in history)
     assert records.of_instance(INSTANCE, ['someone-else']) == []
     with pytest.raises(LookupError):
         records.of_instance(INSTANCE, ['p'], marker=str(uuid.uuid4()))
