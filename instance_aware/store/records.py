@@ -636,20 +636,18 @@ class Records:
         """
         newest = sa.func.coalesce(models.Image.image_created_at,
                                   models.Image.created_at)
-        related = sa.select(models.Relation.image_ref).where(
-            models.Relation.instance_uuid == instance_uuid)
-        for column, value in ((models.Relation.image_type, image_type),
-                              (models.Relation.backup_type, backup_type),
-                              (models.Relation.installation_uuid,
-                               installation_uuid)):
-            if value is not None:
-                related = related.where(column == value)
+        wanted = {'instance_uuid': instance_uuid, 'image_type': image_type,
+                  'backup_type': backup_type,
+                  'nova_installation_uuid': installation_uuid}
+        names = tuple(name for name, value in wanted.items()
+                      if value is not None)
+        params = {f'relation_{name}': wanted[name] for name in names}
         # Driven by the instance index whatever the planner thinks of the
         # project and state indexes (SQLite keeps no value statistics).
         query = sa.select(
             models.Image.id, models.Image.image_id, models.Image.project_id,
             models.Image.state, newest, models.Image.deleted_at).where(
-            models.Image.id.in_(related),
+            models.Image.id.in_(_related(names)),
             models.Image.registry_id == self.registry_id)
         states = [models.ACTIVE] + ([models.DELETED] if include_deleted
                                     else [])
@@ -662,7 +660,8 @@ class Records:
         with self.db.reader() as connection:
             if marker is not None:
                 anchor = connection.execute(
-                    query.where(models.Image.image_id == marker)).first()
+                    query.where(models.Image.image_id == marker),
+                    params).first()
                 if anchor is None:
                     raise LookupError(marker)
                 query = query.where(sa.or_(
@@ -670,7 +669,8 @@ class Records:
                     sa.and_(newest == anchor[4],
                             models.Image.id < anchor[0])))
             page = connection.execute(query.order_by(
-                newest.desc(), models.Image.id.desc()).limit(limit)).all()
+                newest.desc(), models.Image.id.desc()).limit(limit),
+                params).all()
             details = self._relations_on(connection, [row[0] for row in page])
         return [Related(image_id=image_id, registry_id=self.registry_id,
                         project_id=project_id, state=state,
