@@ -252,6 +252,70 @@ def _scoped_and_ordered(query: SelectT, scoped: bool,
                           order(models.Image.image_id))
 
 
+#: Newest first, as the query API orders: the registry's creation time,
+#: or the row's for an image the registry has not confirmed yet.
+_NEWEST = sa.func.coalesce(models.Image.image_created_at,
+                           models.Image.created_at)
+
+
+def _instance_images(names: tuple[str, ...], scoped: bool
+                     ) -> sa.Select[*tuple[Any, ...]]:
+    """The images related to an instance (query API), driven by the
+    instance index whatever the planner thinks of the project and state
+    indexes (SQLite keeps no value statistics)."""
+    query = sa.select(
+        models.Image.id, models.Image.image_id, models.Image.project_id,
+        models.Image.state, _NEWEST, models.Image.deleted_at).where(
+        models.Image.id.in_(_related(names)),
+        models.Image.registry_id == sa.bindparam('registry_id'),
+        models.Image.state.in_(sa.bindparam('states', expanding=True)))
+    if scoped:
+        query = query.where(models.Image.project_id.in_(
+            sa.bindparam('projects', expanding=True)))
+    return query
+
+
+@functools.lru_cache(maxsize=64)
+def _instance_anchor_statement(names: tuple[str, ...], scoped: bool
+                               ) -> sa.Select[*tuple[Any, ...]]:
+    """The query API's ``marker`` image, if it is among the answers."""
+    return _instance_images(names, scoped).where(
+        models.Image.image_id == sa.bindparam('marker'))
+
+
+@functools.lru_cache(maxsize=64)
+def _instance_page_statement(names: tuple[str, ...], scoped: bool,
+                             after_marker: bool
+                             ) -> sa.Select[*tuple[Any, ...]]:
+    """One page of the query API; built once per shape, so a request
+    binds values instead of building and compiling a statement."""
+    query = _instance_images(names, scoped)
+    newest = _NEWEST
+    if after_marker:
+        created = sa.bindparam('anchor_created',
+                               type_=models.Image.created_at.type)
+        query = query.where(sa.or_(
+            newest < created,
+            sa.and_(newest == created,
+                    models.Image.id < sa.bindparam('anchor_ref'))))
+    return query.order_by(newest.desc(), models.Image.id.desc()).limit(
+        sa.bindparam('limit', type_=sa.Integer))
+
+
+#: Relation and instance keys of some images (by row id), for the query
+#: API's page.
+_RELATIONS_ON = sa.select(
+    models.Relation.image_ref, models.Relation.instance_uuid,
+    models.Relation.installation_uuid, models.Relation.image_type,
+    models.Relation.backup_type, models.Relation.trusted,
+    models.Relation.asserted_by, models.Property.name,
+    models.Property.value).outerjoin(
+    models.Property, sa.and_(
+        models.Property.image_ref == models.Relation.image_ref,
+        models.Property.concern == models.INSTANCE)).where(
+    models.Relation.image_ref.in_(sa.bindparam('refs', expanding=True)))
+
+
 @functools.lru_cache(maxsize=128)
 def _matching_statement(shape: tuple[bool, ...], scoped: bool,
                         descending: bool
@@ -634,42 +698,32 @@ class Records:
         ordered by when their row was written (the row id), which for
         creates through the stack is their creation order.
         """
-        newest = sa.func.coalesce(models.Image.image_created_at,
-                                  models.Image.created_at)
         wanted = {'instance_uuid': instance_uuid, 'image_type': image_type,
                   'backup_type': backup_type,
                   'nova_installation_uuid': installation_uuid}
         names = tuple(name for name, value in wanted.items()
                       if value is not None)
-        params = {f'relation_{name}': wanted[name] for name in names}
-        # Driven by the instance index whatever the planner thinks of the
-        # project and state indexes (SQLite keeps no value statistics).
-        query = sa.select(
-            models.Image.id, models.Image.image_id, models.Image.project_id,
-            models.Image.state, newest, models.Image.deleted_at).where(
-            models.Image.id.in_(_related(names)),
-            models.Image.registry_id == self.registry_id)
-        states = [models.ACTIVE] + ([models.DELETED] if include_deleted
-                                    else [])
-        query = query.where(models.Image.state.in_(states))
+        params: dict[str, Any] = {
+            f'relation_{name}': wanted[name] for name in names}
+        params.update(registry_id=self.registry_id, limit=limit,
+                      states=[models.ACTIVE] + (
+                          [models.DELETED] if include_deleted else []))
         if projects is not None:
-            query = query.where(models.Image.project_id.in_(list(projects)))
-        # Plain statements, no ORM session: the page, then the relations
-        # and keys of its images in one more (this is the query API's
-        # whole cost).
+            params['projects'] = list(projects)
+        scoped = projects is not None
+        # Plain statements built once per shape, no ORM session: the page,
+        # then the relations and keys of its images in one more (this is
+        # the query API's whole cost).
         with self.db.reader() as connection:
             if marker is not None:
                 anchor = connection.execute(
-                    query.where(models.Image.image_id == marker),
-                    params).first()
+                    _instance_anchor_statement(names, scoped),
+                    {**params, 'marker': marker}).first()
                 if anchor is None:
                     raise LookupError(marker)
-                query = query.where(sa.or_(
-                    newest < anchor[4],
-                    sa.and_(newest == anchor[4],
-                            models.Image.id < anchor[0])))
-            page = connection.execute(query.order_by(
-                newest.desc(), models.Image.id.desc()).limit(limit),
+                params.update(anchor_ref=anchor[0], anchor_created=anchor[4])
+            page = connection.execute(
+                _instance_page_statement(names, scoped, marker is not None),
                 params).all()
             details = self._relations_on(connection, [row[0] for row in page])
         return [Related(image_id=image_id, registry_id=self.registry_id,
@@ -687,18 +741,8 @@ class Records:
         ``refs`` (each has a relation: they were found through it)."""
         if not refs:
             return {}
-        relation = models.Relation
         found: dict[int, tuple[RelationFields, dict[str, str]]] = {}
-        rows = connection.execute(
-            sa.select(relation.image_ref, relation.instance_uuid,
-                      relation.installation_uuid, relation.image_type,
-                      relation.backup_type, relation.trusted,
-                      relation.asserted_by, models.Property.name,
-                      models.Property.value)
-            .outerjoin(models.Property, sa.and_(
-                models.Property.image_ref == relation.image_ref,
-                models.Property.concern == models.INSTANCE))
-            .where(relation.image_ref.in_(refs)))
+        rows = connection.execute(_RELATIONS_ON, {'refs': refs})
         for (ref, instance, installation, image_type, backup_type, trusted,
              asserted_by, name, value) in rows:
             entry = found.get(ref)
