@@ -128,17 +128,20 @@ OPTS: list[cfg.Opt] = [
                       'the index (sort by created_at only).'),
             ('registry', 'Ask the registry for one page of the matching '
                          'ids (``id=in:``), sorted and paged by it.'),
-            ('auto', "``shows`` when the registry's own database "
-                     '(``[database] connection``) is SQLite, ``registry`` '
-                     'otherwise.'),
+            ('auto', '``registry`` when the stack runs inside Glance on a '
+                     'database server, or on SQLite with planner '
+                     'statistics (``ANALYZE``); ``shows`` on SQLite '
+                     'without them and in front of a remote registry.'),
         ],
         help='How a list filtered on captured keys fetches the matching '
              "images from the registry.  Glance's list is one UNION over "
-             'every image the project can see; on SQLite its planner '
-             'scans the owner index even for ``id=in:`` (hundreds of ms '
-             'at a million images), while a show by id stays constant; on '
-             'PostgreSQL and MySQL the id list is one indexed query, '
-             'cheaper than several shows.'),
+             'every image the project can see, each part restricted to '
+             'the ids: an indexed query where the planner has statistics '
+             '(PostgreSQL and MySQL always, SQLite after ``ANALYZE``), a '
+             'walk of the whole ``os_hidden`` index on SQLite without '
+             'them (about a second at a million images), while a show by '
+             'id stays constant.  ``auto`` decides once per process: '
+             'restart after analyzing a SQLite registry database.'),
     cfg.IntOpt(
         'max_json_body_size',
         default=1024 * 1024,

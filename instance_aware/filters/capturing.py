@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import webob
 from oslo_config import cfg
-from oslo_db import options as db_options
 from oslo_log import log as logging
 
 from instance_aware import capture, errors, listing
-from instance_aware.filters import base, documents
+from instance_aware.filters import base, documents, strategy
 from instance_aware.request import PATCH_V20, PATCH_V21, Request
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-GROUP_DATABASE = 'database'
 #: Names the property the update probe removes (it never exists).
 PROBE_PREFIX = 'instance_aware_probe_'
 #: Environ key: stored values a read-only request already loaded.
@@ -457,10 +455,8 @@ class CapturingFilter(base.Filter):
         """Whether filtered lists fetch their images one show at a time
         (option ``list_strategy``; ``auto`` looks at the registry's own
         database when the stack runs inside it)."""
-        strategy = self.config.list_strategy
-        if strategy != 'auto':
-            return bool(strategy == 'shows')
-        return not _registry_on_server_database(self.oslo_conf)
+        return strategy.fetch_by_shows(self.config.list_strategy,
+                                       self.oslo_conf)
 
     def filter_scope(self, req: Request) -> list[str] | None:
         """Owners whose stored values may answer the caller's filters.
@@ -558,22 +554,6 @@ class CapturingFilter(base.Filter):
         response.charset = None
         response.body = listing.list_body(page, query, next_marker)
         return response
-
-
-def _registry_on_server_database(conf: cfg.ConfigOpts) -> bool:
-    """Whether the registry this stack runs in keeps its images in a
-    database server (``[database] connection`` of oslo.db, not SQLite).
-
-    Glance registers oslo.db's options only when it first opens its
-    database, maybe after our first request: they are registered here
-    (the same option objects, so Glance's own registration agrees).
-    """
-    try:
-        conf.register_opts(db_options.database_opts, GROUP_DATABASE)
-        connection = conf[GROUP_DATABASE].connection
-    except (cfg.Error, AttributeError):
-        return False
-    return bool(connection) and not str(connection).startswith('sqlite')
 
 
 def _is_uuid(value: str) -> bool:
