@@ -64,6 +64,16 @@ OPTS: list[cfg.Opt] = [
         min=1,
         help='Seconds to wait when connecting to the mapping database '
              'before the request fails with 503.'),
+    cfg.FloatOpt(
+        'db_ping_after_idle',
+        default=1.0,
+        min=0,
+        help='A pooled connection to a database server that sat idle for '
+             'longer than this many seconds is checked (``SELECT 1``) '
+             'before use, and replaced if the server closed it (restart, '
+             'failover, idle timeout).  One returned to the pool more '
+             'recently is used at once: checking costs a round trip on '
+             'every request.  0 checks every time.'),
     cfg.IntOpt(
         'db_max_retries',
         default=5,

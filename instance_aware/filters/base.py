@@ -126,7 +126,8 @@ class Filter:
             pool_size=self.config.db_pool_size,
             max_overflow=self.config.db_max_overflow,
             pool_timeout=self.config.db_pool_timeout,
-            connect_timeout=self.config.db_connect_timeout)
+            connect_timeout=self.config.db_connect_timeout,
+            ping_after_idle=self.config.db_ping_after_idle)
         return store_engine.Database(
             engine, store_retry.RetryPolicy.from_config(self.config))
 

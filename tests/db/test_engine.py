@@ -14,6 +14,7 @@ import concurrent.futures
 import multiprocessing
 import pathlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import errors, migration, models
-from tests.dbbackends import sqlite_url
+from tests.dbbackends import sqlite_url, throwaway_database
 
 pytestmark = pytest.mark.database
 
@@ -222,3 +223,148 @@ def test_concurrent_writer_processes_on_sqlite(
         process.join(timeout=120)
     assert [process.exitcode for process in processes] == [0, 0]
     assert _counts(sqlite_engine) == _rows(50)
+
+
+# -- connections that sat idle ------------------------------------------------
+
+
+def _backend_pid(connection: sa.Connection) -> int:
+    query = ('SELECT pg_backend_pid()'
+             if connection.dialect.name == 'postgresql'
+             else 'SELECT CONNECTION_ID()')
+    return int(connection.exec_driver_sql(query).scalar_one())
+
+
+def _kill(admin: sa.Engine, pid: int) -> None:
+    """What a server restart or its idle timeout does to one session."""
+    with admin.connect() as connection:
+        if connection.dialect.name == 'postgresql':
+            connection.exec_driver_sql(
+                f'SELECT pg_terminate_backend({pid})')
+        else:
+            connection.exec_driver_sql(f'KILL {pid}')
+
+
+@pytest.fixture(params=['postgresql', 'mysql'])
+def server_engines(request: pytest.FixtureRequest, tmp_path: pathlib.Path
+                   ) -> Iterator[tuple[str, sa.Engine]]:
+    """A database on each server backend (SQLite has no connection for a
+    server to close), and an unpooled engine to kill sessions with."""
+    with throwaway_database(request.param, tmp_path) as url:
+        admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            yield url, admin
+        finally:
+            admin.dispose()
+
+
+def test_a_connection_that_sat_idle_is_checked_and_replaced(
+        server_engines: tuple[str, sa.Engine]) -> None:
+    """A connection the server closed while it sat in the pool is found
+    dead at checkout and replaced: the read succeeds."""
+    url, admin = server_engines
+    engine = ia_engine.create_engine(url, pool_size=1, max_overflow=0,
+                                     ping_after_idle=0.2)
+    database = ia_engine.Database(engine)
+    try:
+        with database.reader() as connection:
+            first = _backend_pid(connection)
+        _kill(admin, first)
+        time.sleep(0.3)
+        with database.reader() as connection:
+            assert connection.exec_driver_sql('SELECT 7').scalar_one() == 7
+            assert _backend_pid(connection) != first
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_returned_moments_ago_is_used_without_a_check(
+        server_engines: tuple[str, sa.Engine]) -> None:
+    """No ``SELECT 1`` round trip on the hot path: a connection killed
+    right after its last use is not checked, so its next read fails (503)
+    and the pool replaces it; the read after that succeeds."""
+    url, admin = server_engines
+    engine = ia_engine.create_engine(url, pool_size=1, max_overflow=0,
+                                     ping_after_idle=60)
+    database = ia_engine.Database(engine)
+    try:
+        with database.reader() as connection:
+            first = _backend_pid(connection)
+        _kill(admin, first)
+        with pytest.raises(errors.StoreUnavailable), (
+                database.reader()) as connection:
+            connection.exec_driver_sql('SELECT 7').scalar_one()
+        with database.reader() as connection:
+            assert connection.exec_driver_sql('SELECT 7').scalar_one() == 7
+            assert _backend_pid(connection) != first
+    finally:
+        engine.dispose()
+
+
+# -- reads on PostgreSQL ------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url(tmp_path: pathlib.Path) -> Iterator[str]:
+    with throwaway_database('postgresql', tmp_path) as url:
+        yield url
+
+
+def test_postgresql_reads_run_on_an_autocommit_twin(pg_url: str) -> None:
+    """No BEGIN, no ROLLBACK, no isolation switch around a read; writes
+    still run in transactions on the engine's own pool."""
+    engine = ia_engine.create_engine(pg_url)
+    database = ia_engine.Database(engine)
+    try:
+        twin = ia_engine.reading_engine(engine)
+        assert twin is not engine
+        assert ia_engine.reading_engine(engine) is twin  # one per engine
+        sent: list[str] = []
+        sa.event.listen(twin, 'before_cursor_execute',
+                        lambda *args: sent.append(args[2]))
+        with database.reader() as connection:
+            assert connection.connection.dbapi_connection.autocommit
+            assert connection.exec_driver_sql(
+                'SELECT now() = statement_timestamp()').scalar_one() is True
+        assert sent == ['SELECT now() = statement_timestamp()']
+        with engine.begin() as connection:
+            assert not connection.connection.dbapi_connection.autocommit
+            # In a transaction now() stays at its start.
+            assert connection.exec_driver_sql(
+                "SELECT pg_sleep(0.01), now() = statement_timestamp()"
+            ).one()[1] is False
+    finally:
+        engine.dispose()
+
+
+def test_disposing_an_engine_closes_its_reading_twin(pg_url: str) -> None:
+    engine = ia_engine.create_engine(pg_url)
+    database = ia_engine.Database(engine)
+    with database.reader() as connection:
+        raw = connection.connection.dbapi_connection
+    assert raw is not None and raw.closed == 0
+    engine.dispose()
+    assert raw.closed != 0
+    # Still usable afterwards, on new connections.
+    with database.reader() as connection:
+        assert connection.exec_driver_sql('SELECT 1').scalar_one() == 1
+    engine.dispose()
+
+
+def test_a_forked_child_leaves_the_parents_read_connections_open(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``os.register_at_fork`` runs in a worker: the inherited pools
+    are dropped without closing the parent's sockets, the twin's too."""
+    engine = ia_engine.create_engine(pg_url)
+    database = ia_engine.Database(engine)
+    monkeypatch.setattr(ia_engine, '_engines', {pg_url: engine})
+    try:
+        with database.reader() as connection:
+            raw = connection.connection.dbapi_connection
+        ia_engine._dispose_after_fork()  # the fork hook
+        assert raw is not None and raw.closed == 0
+        with database.reader() as connection:
+            assert connection.connection.dbapi_connection is not raw
+    finally:
+        engine.dispose()
+        raw.close()
