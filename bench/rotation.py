@@ -167,8 +167,8 @@ def load_store(url: str, images: int, projects: int) -> None:
     engine.dispose()
 
 
-def _pg_url(database: str) -> str:
-    return f'postgresql+psycopg2://postgres@127.0.0.1:5432/{database}'
+def _pg_url(database: str, driver: str = 'psycopg2') -> str:
+    return f'postgresql+{driver}://postgres@127.0.0.1:5432/{database}'
 
 
 def recreate_pg_databases() -> None:
@@ -214,7 +214,10 @@ def prepare_state(path: str, backend: str,
 
     ``fresh`` empties the databases (PostgreSQL: drops and creates them).
     """
-    glance_url, store_url = (_pg_url(name) for name in PG_DATABASES)
+    # Glance on psycopg2 (oslo.db's default), the store on psycopg (3), as
+    # the deployer guide recommends.
+    glance_url = _pg_url(PG_DATABASES[0])
+    store_url = _pg_url(PG_DATABASES[1], 'psycopg')
     if backend == 'postgresql':
         if fresh:
             recreate_pg_databases()

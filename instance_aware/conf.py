@@ -27,7 +27,8 @@ OPTS: list[cfg.Opt] = [
         help='SQLAlchemy URL of the mapping database that keeps instance '
              'relations and encryption records.  Unset means the SQLite '
              f'file ``{SQLITE_FILE}`` in ``state_path``.  PostgreSQL '
-             '(postgresql+psycopg2://...) and MySQL/MariaDB '
+             '(postgresql+psycopg://..., or postgresql+psycopg2://...) '
+             'and MySQL/MariaDB '
              '(mysql+pymysql://...) are supported.'),
     cfg.StrOpt(
         'state_path',

@@ -2,7 +2,9 @@
 
 Every test that takes :func:`db_url` runs once per backend on a brand-new
 empty database that is dropped afterwards, so tests never share state and
-can run in any order.  Servers default to the local ones; point the tests
+can run in any order.  PostgreSQL runs twice: with psycopg (3), the driver
+the documentation recommends, and with psycopg2, what many Glance
+deployments already have.  Servers default to the local ones; point the tests
 elsewhere with server-level URLs (no database) in
 ``INSTANCE_AWARE_TEST_POSTGRESQL_URL`` / ``INSTANCE_AWARE_TEST_MYSQL_URL``.
 
@@ -43,8 +45,8 @@ ENV_URLS = {POSTGRESQL: 'INSTANCE_AWARE_TEST_POSTGRESQL_URL',
 #: Tried in order when the environment names no server: the local
 #: PostgreSQL trusts ``postgres`` on most hosts, ``root`` on some.
 DEFAULT_URLS = {
-    POSTGRESQL: ('postgresql+psycopg2://postgres@127.0.0.1:5432/postgres',
-                 'postgresql+psycopg2://root@127.0.0.1:5432/postgres'),
+    POSTGRESQL: ('postgresql+psycopg://postgres@127.0.0.1:5432/postgres',
+                 'postgresql+psycopg://root@127.0.0.1:5432/postgres'),
     MYSQL: ('mysql+pymysql://root@127.0.0.1:3306/',),
 }
 
@@ -161,9 +163,10 @@ def sqlite_url(directory: pathlib.Path) -> str:
 
 
 @contextlib.contextmanager
-def throwaway_database(backend: str,
-                       directory: pathlib.Path) -> Iterator[str]:
-    """A brand-new empty database of ``backend``, dropped on exit; its URL.
+def throwaway_database(backend: str, directory: pathlib.Path,
+                       driver: str | None = None) -> Iterator[str]:
+    """A brand-new empty database of ``backend``, dropped on exit; its URL
+    (with ``driver`` instead of the server URL's, if given).
 
     The building block of :func:`db_url`, for fixtures of other scopes
     (a functional test session sharing one database, say).
@@ -180,23 +183,37 @@ def throwaway_database(backend: str,
             connection.execute(sa.text(f'CREATE DATABASE {name}{charset}'))
     finally:
         engine.dispose()
+    url = server.set(database=name)
+    if driver is not None:
+        url = url.set(drivername=f'{backend}+{driver}')
     try:
-        yield server.set(database=name).render_as_string(
-            hide_password=False)
+        yield url.render_as_string(hide_password=False)
     finally:
         _drop(server, backend, name)
 
 
-@pytest.fixture(params=[pytest.param(b, id=b, marks=pytest.mark.database)
-                        for b in BACKENDS])
+#: What :func:`db_url` runs on: (backend, driver), with its test id.
+DB_PARAMS = [
+    pytest.param((SQLITE, None), id=SQLITE, marks=pytest.mark.database),
+    pytest.param((POSTGRESQL, None), id=POSTGRESQL,
+                 marks=pytest.mark.database),
+    pytest.param((POSTGRESQL, 'psycopg2'), id='postgresql-psycopg2',
+                 marks=pytest.mark.database),
+    pytest.param((MYSQL, None), id=MYSQL, marks=pytest.mark.database),
+]
+
+
+@pytest.fixture(params=DB_PARAMS)
 def db_url(request: pytest.FixtureRequest,
            tmp_path: pathlib.Path) -> Iterator[str]:
     """SQLAlchemy URL (a ``str``) of a brand-new empty database.
 
     Parametrized over ``sqlite`` (a file in ``tmp_path``), ``postgresql``
-    and ``mysql``; the database is dropped after the test.
+    (psycopg, and psycopg2) and ``mysql``; the database is dropped after
+    the test.
     """
-    with throwaway_database(request.param, tmp_path) as url:
+    backend, driver = request.param
+    with throwaway_database(backend, tmp_path, driver) as url:
         yield url
 
 

@@ -42,7 +42,12 @@ _MYSQL_RETRYABLE = frozenset({1205, 1213})
 
 def _lost_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
     orig = exc.orig
+    # PostgreSQL's SQLSTATE: ``pgcode`` with psycopg2, ``sqlstate`` with
+    # psycopg (3); pymysql has a ``sqlstate`` too, but MySQL is told by
+    # its error number below.
     pgcode = getattr(orig, 'pgcode', None)
+    if pgcode is None and type(orig).__module__.startswith('psycopg.'):
+        pgcode = getattr(orig, 'sqlstate', None)
     if isinstance(pgcode, str):
         return (pgcode.startswith(_PG_ROLLBACK_CLASS)
                 or pgcode == _PG_LOCK_NOT_AVAILABLE)

@@ -84,7 +84,8 @@ def test_named_indexes_and_constraints_exist(
     assert missing == []
 
 
-@pytest.mark.parametrize('db_url', [MYSQL], indirect=True)
+@pytest.mark.parametrize('db_url', [(MYSQL, None)], indirect=True,
+                         ids=[MYSQL])
 def test_mysql_tables_are_innodb_utf8mb4_with_microseconds(
         migrated_engine: sa.Engine) -> None:
     with migrated_engine.connect() as connection:
