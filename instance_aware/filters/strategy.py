@@ -23,6 +23,7 @@ without statistics, or a registry elsewhere whose database is unknown).
 from __future__ import annotations
 
 import contextlib
+import pathlib
 import sqlite3
 
 from oslo_config import cfg
@@ -68,8 +69,11 @@ def sqlite_has_statistics(connection: str) -> bool:
     if not database or database == ':memory:':
         return False
     try:
-        with contextlib.closing(sqlite3.connect(
-                f'file:{database}?mode=ro', uri=True, timeout=1)) as conn:
+        # A URI, so the file is opened read-only and never created
+        # (percent-encoded: a path may hold ``?`` or ``#``).
+        uri = pathlib.Path(database).resolve().as_uri() + '?mode=ro'
+        with contextlib.closing(sqlite3.connect(uri, uri=True,
+                                                timeout=1)) as conn:
             found = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' "
                 "AND name = 'sqlite_stat1'").fetchone()

@@ -85,6 +85,14 @@ def test_auto_on_sqlite_follows_planner_statistics(
         shows)
 
 
+def test_a_path_with_uri_characters_is_read_as_a_path(
+        tmp_path: Path) -> None:
+    directory = tmp_path / 'odd#dir'
+    directory.mkdir()
+    database = _glance_sqlite(directory / 'glance.sqlite', analyzed=True)
+    assert _filter({}, database).fetch_by_shows is False
+
+
 def test_statistics_of_other_tables_do_not_count(tmp_path: Path) -> None:
     path = tmp_path / 'glance.sqlite'
     with sqlite3.connect(path) as conn:
