@@ -258,42 +258,31 @@ def server_engines(request: pytest.FixtureRequest, tmp_path: pathlib.Path
             admin.dispose()
 
 
-def test_a_connection_that_sat_idle_is_checked_and_replaced(
-        server_engines: tuple[str, sa.Engine]) -> None:
-    """A connection the server closed while it sat in the pool is found
-    dead at checkout and replaced: the read succeeds."""
+@pytest.mark.parametrize(('ping_after_idle', 'idle', 'first_read_fails'), [
+    # Sat idle longer than the setting: checked at checkout, found dead
+    # and replaced, so the read succeeds.
+    pytest.param(0.2, 0.3, False, id='idle-checked'),
+    # Returned moments ago: used without a SELECT 1 round trip (the hot
+    # path), so a connection killed meanwhile fails its read (503); the
+    # pool then replaces it and the next read succeeds.
+    pytest.param(60, 0, True, id='recent-not-checked'),
+])
+def test_a_connection_the_server_closed_is_replaced(
+        server_engines: tuple[str, sa.Engine], ping_after_idle: float,
+        idle: float, first_read_fails: bool) -> None:
     url, admin = server_engines
     engine = ia_engine.create_engine(url, pool_size=1, max_overflow=0,
-                                     ping_after_idle=0.2)
+                                     ping_after_idle=ping_after_idle)
     database = ia_engine.Database(engine)
     try:
         with database.reader() as connection:
             first = _backend_pid(connection)
         _kill(admin, first)
-        time.sleep(0.3)
-        with database.reader() as connection:
-            assert connection.exec_driver_sql('SELECT 7').scalar_one() == 7
-            assert _backend_pid(connection) != first
-    finally:
-        engine.dispose()
-
-
-def test_a_connection_returned_moments_ago_is_used_without_a_check(
-        server_engines: tuple[str, sa.Engine]) -> None:
-    """No ``SELECT 1`` round trip on the hot path: a connection killed
-    right after its last use is not checked, so its next read fails (503)
-    and the pool replaces it; the read after that succeeds."""
-    url, admin = server_engines
-    engine = ia_engine.create_engine(url, pool_size=1, max_overflow=0,
-                                     ping_after_idle=60)
-    database = ia_engine.Database(engine)
-    try:
-        with database.reader() as connection:
-            first = _backend_pid(connection)
-        _kill(admin, first)
-        with pytest.raises(errors.StoreUnavailable), (
-                database.reader()) as connection:
-            connection.exec_driver_sql('SELECT 7').scalar_one()
+        time.sleep(idle)
+        if first_read_fails:
+            with pytest.raises(errors.StoreUnavailable), (
+                    database.reader()) as connection:
+                connection.exec_driver_sql('SELECT 7').scalar_one()
         with database.reader() as connection:
             assert connection.exec_driver_sql('SELECT 7').scalar_one() == 7
             assert _backend_pid(connection) != first
