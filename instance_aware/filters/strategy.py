@@ -36,7 +36,6 @@ LOG = logging.getLogger(__name__)
 
 GROUP_DATABASE = 'database'
 SHOWS = 'shows'
-REGISTRY = 'registry'
 AUTO = 'auto'
 
 
@@ -70,7 +69,7 @@ def sqlite_has_statistics(connection: str) -> bool:
         return False
     try:
         # A URI, so the file is opened read-only and never created
-        # (percent-encoded: a path may hold ``?`` or ``#``).
+        # (percent-encoded: a path may hold ``#`` or ``%``).
         uri = pathlib.Path(database).resolve().as_uri() + '?mode=ro'
         with contextlib.closing(sqlite3.connect(uri, uri=True,
                                                 timeout=1)) as conn:

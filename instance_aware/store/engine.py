@@ -158,8 +158,9 @@ def reading_engine(engine: sa.Engine) -> sa.Engine:
     ROLLBACK, or switching the connection to autocommit and back (psycopg2
     sends the isolation level each time): two round trips, 0.8 ms of a
     2 ms read here.  Disposed with ``engine``.  Other backends: ``engine``
-    itself (pymysql and sqlite3 open no transaction before the first
-    statement of a read anyway).
+    itself (on MySQL a read costs its statement and the pool's ROLLBACK,
+    and switching pymysql to autocommit would cost a round trip of its
+    own; SQLite runs in the process).
     """
     if engine.dialect.name != 'postgresql':
         return engine
