@@ -29,7 +29,7 @@ from oslo_log import log as logging
 from instance_aware import conf as ia_conf
 from instance_aware import context as ia_context
 from instance_aware import errors, routing
-from instance_aware.filters import documents
+from instance_aware.filters import documents, headroom
 from instance_aware.policies import enforcer
 from instance_aware.request import Request
 from instance_aware.store import engine as store_engine
@@ -55,13 +55,15 @@ class Filter:
 
     @classmethod
     def factory(cls, global_conf: dict[str, Any] | None,
-                **local_conf: Any) -> Callable[[WSGIApplication], Filter]:
-        """Paste filter factory: paste keys override ``[instance_aware]``."""
+                **local_conf: Any
+                ) -> Callable[[WSGIApplication], WSGIApplication]:
+        """Paste filter factory: paste keys override ``[instance_aware]``;
+        the filter runs with room on the frame stack (:mod:`.headroom`)."""
         conf = dict(global_conf or {})
         conf.update(local_conf)
 
-        def _factory(app: WSGIApplication) -> Filter:
-            return cls(app, conf)
+        def _factory(app: WSGIApplication) -> WSGIApplication:
+            return headroom.Headroom(cls(app, conf))
 
         return _factory
 

@@ -11,7 +11,8 @@ Order, outermost first:
    whatever the outer filters do (they pass image data through untouched).
 
 Each filter treats the next one exactly like the registry, so none knows
-another's internals.
+another's internals.  The whole stack runs through
+:class:`~instance_aware.filters.headroom.Headroom`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from instance_aware.filters import (
     base,
     data_integrity,
     encryption_properties,
+    headroom,
     instance_metadata,
     location_policy,
 )
@@ -59,7 +61,8 @@ class InstanceAwareFilter:
 
 def compose(app: WSGIApplication, conf: dict[str, Any] | None = None,
             oslo_conf: cfg.ConfigOpts | None = None) -> WSGIApplication:
-    """Wrap ``app`` in every filter of the stack, in :data:`ORDER`."""
+    """Wrap ``app`` in every filter of the stack, in :data:`ORDER`, all run
+    with room on the frame stack (see :mod:`.headroom`)."""
     for filter_class in reversed(ORDER):
         app = filter_class(app, conf, oslo_conf)
-    return app
+    return headroom.Headroom(app)
