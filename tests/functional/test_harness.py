@@ -59,8 +59,9 @@ def test_both_ports_are_one_glance_with_and_without_stack(
     chains = json.loads(result.stdout.strip().splitlines()[-1])
     glance_chain = ['CORS', 'HTTPProxyToWSGI', 'VersionNegotiationFilter',
                     'WsgiMiddleware', 'ContextMiddleware']
-    stack = ['LocationPolicyFilter', 'EncryptionPropertiesFilter',
-             'InstanceMetadataFilter', 'DataIntegrityFilter']
+    stack = ['Headroom', 'LocationPolicyFilter',
+             'EncryptionPropertiesFilter', 'InstanceMetadataFilter',
+             'DataIntegrityFilter']
     assert chains['stacked'] == [
         'URLMap', *glance_chain, *stack, 'URLMap', 'Resource']
     assert chains['bare'] == ['URLMap', *glance_chain, 'URLMap', 'Resource']

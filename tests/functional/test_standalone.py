@@ -946,9 +946,9 @@ def test_paste_entry_point_builds_the_stack_around_the_proxy(
     while app is not None:
         chain.append(type(app).__name__)
         app = getattr(app, 'application', None)
-    assert chain == ['LocationPolicyFilter', 'EncryptionPropertiesFilter',
-                     'InstanceMetadataFilter', 'DataIntegrityFilter',
-                     'ProxyApp']
+    assert chain == ['Headroom', 'LocationPolicyFilter',
+                     'EncryptionPropertiesFilter', 'InstanceMetadataFilter',
+                     'DataIntegrityFilter', 'ProxyApp']
     with pytest.raises(cfg.ConfigFileValueError, match='read_timeout'):
         factory({}, upstream=echo.url, read_timeout='soon')
 
@@ -976,8 +976,9 @@ def test_standalone_pipelines_load(tmp_path: Any, flavor: str) -> None:
         capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     chains = json.loads(result.stdout.strip().splitlines()[-1])
-    stack = ['LocationPolicyFilter', 'EncryptionPropertiesFilter',
-             'InstanceMetadataFilter', 'DataIntegrityFilter', 'ProxyApp']
+    stack = ['Headroom', 'LocationPolicyFilter',
+             'EncryptionPropertiesFilter', 'InstanceMetadataFilter',
+             'DataIntegrityFilter', 'ProxyApp']
     auth = ['AuthProtocol'] if flavor == 'keystone' else []
     assert chains == {'/healthcheck': ['Healthcheck'], '/': [*auth, *stack]}
     conf = (tmp_path / 'state' / 'instance-aware.conf').read_text()
