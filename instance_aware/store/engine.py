@@ -40,8 +40,9 @@ _engines: dict[str, sa.Engine] = {}
 #: Engine -> its autocommit twin for reads (see :func:`reading_engine`).
 _reading: weakref.WeakKeyDictionary[sa.Engine, sa.Engine] = (
     weakref.WeakKeyDictionary())
-#: Set in a forked child while it drops the pools inherited from its parent.
-_forked = threading.local()
+#: True in a forked child (one thread) while it drops the pools inherited
+#: from its parent.
+_in_fork_child = False
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -140,12 +141,13 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
 def _dispose_after_fork() -> None:
     # A worker forked from a process that already connected must not share
     # its sockets: drop the inherited pools without closing the parent's.
-    _forked.active = True
+    global _in_fork_child
+    _in_fork_child = True
     try:
         for engine in _engines.values():
             engine.dispose(close=False)
     finally:
-        _forked.active = False
+        _in_fork_child = False
 
 
 def reading_engine(engine: sa.Engine) -> sa.Engine:
@@ -177,7 +179,7 @@ def reading_engine(engine: sa.Engine) -> sa.Engine:
 def _dispose_twin(engine: sa.Engine) -> None:
     twin = _reading.get(engine)
     if twin is not None:
-        twin.dispose(close=not getattr(_forked, 'active', False))
+        twin.dispose(close=not _in_fork_child)
 
 
 os.register_at_fork(after_in_child=_dispose_after_fork)

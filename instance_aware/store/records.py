@@ -240,13 +240,19 @@ def _relation_values_statement(names: tuple[str, ...], scoped: bool,
     return _scoped_and_ordered(query, scoped, descending)
 
 
+def _scoped(query: SelectT, scoped: bool) -> SelectT:
+    """``query`` limited to the bound ``projects``, if ``scoped``."""
+    if not scoped:
+        return query
+    return query.where(models.Image.project_id.in_(
+        sa.bindparam('projects', expanding=True)))
+
+
 def _scoped_and_ordered(query: SelectT, scoped: bool,
                         descending: bool) -> SelectT:
     """``query`` limited to the bound ``projects`` (if ``scoped``) and in
     the registry's default order (``created_at``, then ``id``)."""
-    if scoped:
-        query = query.where(models.Image.project_id.in_(
-            sa.bindparam('projects', expanding=True)))
+    query = _scoped(query, scoped)
     order = sa.desc if descending else sa.asc
     return query.order_by(order(models.Image.image_created_at),
                           order(models.Image.image_id))
@@ -263,16 +269,13 @@ def _instance_images(names: tuple[str, ...], scoped: bool
     """The images related to an instance (query API), driven by the
     instance index whatever the planner thinks of the project and state
     indexes (SQLite keeps no value statistics)."""
-    query = sa.select(
+    return _scoped(sa.select(
         models.Image.id, models.Image.image_id, models.Image.project_id,
         models.Image.state, _NEWEST, models.Image.deleted_at).where(
         models.Image.id.in_(_related(names)),
         models.Image.registry_id == sa.bindparam('registry_id'),
-        models.Image.state.in_(sa.bindparam('states', expanding=True)))
-    if scoped:
-        query = query.where(models.Image.project_id.in_(
-            sa.bindparam('projects', expanding=True)))
-    return query
+        models.Image.state.in_(sa.bindparam('states', expanding=True))),
+        scoped)
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,7 +10,6 @@ that count shows the thrashing without timing anything.
 from __future__ import annotations
 
 import resource
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -97,4 +96,3 @@ def test_the_calling_frame_is_large_enough_for_a_chunk_of_its_own() -> None:
 def test_the_composed_stack_runs_with_headroom() -> None:
     app = stack.compose(lambda environ, start_response: [])
     assert isinstance(app, headroom.Headroom)
-    assert sys.version_info >= (3, 11)
