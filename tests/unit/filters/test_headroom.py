@@ -90,7 +90,22 @@ def test_call_is_a_plain_wsgi_call() -> None:
 @pytest.mark.skipif(not headroom.AFFECTED,
                     reason='this interpreter keeps a spare stack chunk')
 def test_the_calling_frame_is_large_enough_for_a_chunk_of_its_own() -> None:
-    assert headroom.call.__code__.co_nlocals >= headroom.LOCALS
+    assert headroom.call.__code__.co_stacksize >= headroom.SLOTS
+
+
+@pytest.mark.skipif(not headroom.AFFECTED,
+                    reason='this interpreter keeps a spare stack chunk')
+def test_the_room_itself_is_not_written() -> None:
+    """The frame's room is value stack, which the interpreter does not
+    clear: a call through it faults in a page or two of its new chunk,
+    not the pages of :data:`~headroom.SLOTS` cleared local slots."""
+    pages = headroom.SLOTS * 8 // resource.getpagesize()
+    assert pages >= 16
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(CALLS):
+        headroom.call(lambda environ, start_response: None, {}, None)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < CALLS * 4
 
 
 def test_the_composed_stack_runs_with_headroom() -> None:
