@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +27,7 @@ from sqlalchemy import event, orm
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from instance_aware.store import errors
+from instance_aware.store import direct, errors
 from instance_aware.store import retry as store_retry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -218,9 +218,9 @@ class Database:
         self.engine = engine
         self.retry = retry if retry is not None else store_retry.configured()
         self._readers = orm.sessionmaker(engine, expire_on_commit=False)
-        self._writers = orm.sessionmaker(
-            engine.execution_options(**{WRITE_OPTION: True}),
-            expire_on_commit=False)
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        self._writers = orm.sessionmaker(self._write_engine,
+                                         expire_on_commit=False)
         self._read_engine = reading_engine(engine)
 
     @contextlib.contextmanager
@@ -229,6 +229,20 @@ class Database:
         statement sees a consistent snapshot of its own."""
         with errors.translated(), self._read_engine.connect() as connection:
             yield connection
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[sa.Connection]:
+        """A read-check-write transaction on a plain connection (no ORM):
+        committed on success, rolled back on error; on SQLite it takes the
+        write lock at BEGIN, like ``session(write=True)``."""
+        with errors.translated(), self._write_engine.begin() as connection:
+            yield connection
+
+    def rows(self, shapes: direct.Shapes, shape: Any,
+             values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """A hot read on the reading engine's driver cursor (see
+        :mod:`instance_aware.store.direct`)."""
+        return direct.rows(self._read_engine, shapes, shape, values)
 
     @contextlib.contextmanager
     def session(self, write: bool = False) -> Iterator[orm.Session]:

@@ -31,19 +31,43 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from instance_aware.store import errors, models, retry
+from instance_aware.store import direct, errors, models, retry
 from instance_aware.store.engine import Database
 
 SelectT = TypeVar('SelectT', bound='sa.Select[*tuple[Any, ...]]')
 
-#: Every concern's values of some images (see :meth:`Records.values_of`);
-#: built once, so SQLAlchemy compiles it once per dialect.
-_VALUES_OF = sa.select(
-    models.Image.image_id, models.Property.concern,
-    models.Property.name, models.Property.value).join(
-    models.Property, models.Property.image_ref == models.Image.id).where(
+#: Ids per statement of :meth:`Records.values_of`.
+VALUES_BATCH = 500
+
+
+def _values_statement(count: int) -> direct.Statement:
+    """Every concern's values of ``count`` images (bound ``image_id_N``)."""
+    return sa.select(
+        models.Image.image_id, models.Property.concern,
+        models.Property.name, models.Property.value).join(
+        models.Property, models.Property.image_ref == models.Image.id).where(
+        models.Image.registry_id == sa.bindparam('registry_id'),
+        models.Image.image_id.in_([sa.bindparam(f'image_id_{index}')
+                                   for index in range(count)]))
+
+
+#: One statement per batch size, rendered once per dialect.
+_VALUES_OF = direct.Shapes(_values_statement)
+
+#: One image row with all its properties and its relation
+#: (see :meth:`Records.snapshot`).
+_SNAPSHOT = sa.select(
+    models.Image.image_id, models.Image.project_id, models.Image.state,
+    models.Image.image_created_at, models.Image.deleted_at,
+    models.Property.concern, models.Property.name, models.Property.value,
+    models.Relation.id.label('relation_ref'), models.Relation.instance_uuid,
+    models.Relation.installation_uuid, models.Relation.image_type,
+    models.Relation.backup_type, models.Relation.trusted,
+    models.Relation.asserted_by).outerjoin(
+    models.Property, models.Property.image_ref == models.Image.id).outerjoin(
+    models.Relation, models.Relation.image_ref == models.Image.id).where(
     models.Image.registry_id == sa.bindparam('registry_id'),
-    models.Image.image_id.in_(sa.bindparam('image_ids', expanding=True)))
+    models.Image.image_id == sa.bindparam('image_id'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,9 +414,10 @@ class Records:
         """Values of ``image_ids``: image id -> concern -> values.
 
         What giving keys back on every show and list needs, for every
-        concern at once: one pre-built statement per 500 ids on a plain
-        connection, no ORM session and no ORM objects (this runs on every
-        read request, so its fixed cost is the stack's).
+        concern at once: one statement per :data:`VALUES_BATCH` ids on
+        the driver's cursor (:mod:`instance_aware.store.direct`), no ORM
+        and no SQLAlchemy execution machinery (this runs on every read
+        request, so its fixed cost is the stack's).
 
         Rows in every state: it is for images the registry has just
         returned, and the registry decides which images exist.  A row
@@ -401,19 +426,15 @@ class Records:
         values the image has in that answer, as bare Glance would show
         them.
         """
-        with self.db.reader() as connection:
-            return self._values_on(connection, image_ids)
-
-    def _values_on(self, connection: sa.Connection,
-                   image_ids: Collection[str]
-                   ) -> dict[str, dict[str, dict[str, str]]]:
         found: dict[str, dict[str, dict[str, str]]] = {}
         ids = list(dict.fromkeys(image_ids))
-        for start in range(0, len(ids), 500):
-            rows = connection.execute(_VALUES_OF, {
-                'registry_id': self.registry_id,
-                'image_ids': ids[start:start + 500]})
-            for image_id, concern, name, value in rows:
+        for start in range(0, len(ids), VALUES_BATCH):
+            batch = ids[start:start + VALUES_BATCH]
+            values = {f'image_id_{index}': image_id
+                      for index, image_id in enumerate(batch)}
+            values['registry_id'] = self.registry_id
+            for image_id, concern, name, value in self.db.rows(
+                    _VALUES_OF, len(batch), values):
                 found.setdefault(image_id, {}).setdefault(
                     concern, {})[name] = value
         return found
@@ -425,10 +446,31 @@ class Records:
                           models.DELETED)).get(image_id)
 
     def snapshot(self, image_id: str) -> Snapshot | None:
-        """One image in any state, every concern at once (one query)."""
-        with self.db.session() as session:
-            image = self._get(session, image_id)
-            return None if image is None else _snapshot(image)
+        """One image in any state, every concern at once.
+
+        One plain statement (the image row joined with its properties and
+        relation), not an ORM load: every patch and delete through the
+        stack reads it first.
+        """
+        with self.db.reader() as connection:
+            rows = connection.execute(_SNAPSHOT, {
+                'registry_id': self.registry_id,
+                'image_id': image_id}).all()
+        if not rows:
+            return None
+        values: dict[str, dict[str, str]] = {}
+        for row in rows:
+            if row.concern is not None:
+                values.setdefault(row.concern, {})[row.name] = row.value
+        first = rows[0]
+        relation = None if first.relation_ref is None else RelationFields(
+            first.instance_uuid, first.installation_uuid, first.image_type,
+            first.backup_type, first.trusted, first.asserted_by)
+        return Snapshot(
+            image_id=first.image_id, project_id=first.project_id,
+            state=first.state, values=values, relation=relation,
+            image_created_at=first.image_created_at,
+            deleted_at=first.deleted_at)
 
     @retry.transaction
     def begin(self, image_id: str, project_id: str | None, concern: str,
@@ -439,32 +481,71 @@ class Records:
 
         ``joining`` means another filter of this request already began the
         row; otherwise an existing row for the id is a conflict (the
-        registry would refuse the duplicate id too).
+        registry would refuse the duplicate id too).  A new row is a few
+        plain INSERTs, not an ORM flush: every create through the stack
+        waits for it.
         """
+        if not joining:
+            try:
+                self._insert(image_id, project_id, concern, values, relation)
+            except errors.LostRace:
+                raise
+            except errors.Conflict as exc:
+                # The unique constraint refused a second row of the id.
+                raise errors.Conflict(
+                    f'image {image_id} already has a record') from exc
+            return
         with self.db.session(write=True) as session:
-            image = self._get(session, image_id, lock=joining)
+            image = self._get(session, image_id, lock=True)
             if image is None:
                 image = models.Image(registry_id=self.registry_id,
                                      image_id=image_id,
                                      project_id=project_id,
                                      state=models.PENDING)
                 session.add(image)
-            elif not joining or image.state != models.PENDING:
+            elif image.state != models.PENDING:
                 raise errors.Conflict(
                     f'image {image_id} already has a record')
             self._set_values(session, image, concern, values, relation)
 
+    def _insert(self, image_id: str, project_id: str | None, concern: str,
+                values: Mapping[str, str],
+                relation: RelationFields | None) -> None:
+        with self.db.writer() as connection:
+            key = connection.execute(sa.insert(models.Image).values(
+                registry_id=self.registry_id, image_id=image_id,
+                project_id=project_id, state=models.PENDING)
+            ).inserted_primary_key
+            if key is None:  # pragma: no cover - every backend returns it
+                raise errors.StoreError(f'no row id for image {image_id}')
+            if values:
+                connection.execute(sa.insert(models.Property), [
+                    {'image_ref': key[0], 'concern': concern, 'name': name,
+                     'value': value,
+                     'value_index': value[:models.INDEXED_VALUE_LENGTH]}
+                    for name, value in values.items()])
+            if concern == models.INSTANCE and relation is not None:
+                connection.execute(sa.insert(models.Relation).values(
+                    image_ref=key[0], **dataclasses.asdict(relation)))
+
     @retry.transaction
     def commit(self, image_id: str, concern: str, project_id: str | None,
                image_created_at: datetime.datetime | None) -> None:
-        """The registry created the image: make the row active."""
-        with self.db.session(write=True) as session:
-            image = self._get(session, image_id, lock=True)
-            if image is None:
-                return
-            image.state = models.ACTIVE
-            image.project_id = project_id or image.project_id
-            image.image_created_at = image_created_at
+        """The registry created the image: make the row active (one
+        UPDATE; nothing if the row is gone)."""
+        changes: dict[str, Any] = {'state': models.ACTIVE,
+                                   'image_created_at': image_created_at}
+        if project_id:
+            changes['project_id'] = project_id
+        with self.db.writer() as connection:
+            connection.execute(
+                sa.update(models.Image).where(*self._one(image_id)).values(
+                    **changes))
+
+    def _one(self, image_id: str) -> tuple[sa.ColumnElement[bool], ...]:
+        """Where-clauses of this registry's row of ``image_id``."""
+        return (models.Image.registry_id == self.registry_id,
+                models.Image.image_id == image_id)
 
     @retry.transaction
     def abort(self, image_id: str, concern: str) -> None:
@@ -517,14 +598,18 @@ class Records:
 
     @retry.transaction
     def mark_deleted(self, image_id: str) -> bool:
-        """The registry deleted the image: keep the row as history."""
-        with self.db.session(write=True) as session:
-            image = self._get(session, image_id, lock=True)
-            if image is None or image.state == models.DELETED:
-                return False
-            image.state = models.DELETED
-            image.deleted_at = models.utcnow()
-            return True
+        """The registry deleted the image: keep the row as history.
+
+        ``True`` if this call marked it (one UPDATE; a row already marked
+        or missing is left alone).
+        """
+        with self.db.writer() as connection:
+            marked = connection.execute(
+                sa.update(models.Image).where(
+                    *self._one(image_id),
+                    models.Image.state != models.DELETED).values(
+                    state=models.DELETED, deleted_at=models.utcnow()))
+            return bool(marked.rowcount)
 
     def _set_values(self, session: orm.Session, image: models.Image,
                     concern: str, values: Mapping[str, str],
@@ -568,8 +653,8 @@ class Records:
         ``projects`` limits the owners (``None``: every project).  Ordered
         as the registry orders by default (``created_at``, then ``id``).
         ``values``, if given, receives :meth:`values_of` the matches when
-        there are at most :data:`PREFETCH` of them, read on the same
-        connection (the answer gives them back: one round trip less).
+        there are at most :data:`PREFETCH` of them, read right away (the
+        answer gives them back without reading the store again).
 
         Nova's questions (the instance, its installation, image and backup
         types) are answered from ``ia_relations`` through
@@ -604,16 +689,15 @@ class Records:
         with self.db.reader() as connection:
             found = [(row[0], row[1])
                      for row in connection.execute(statement, params)]
-            self._prefetch(connection, found, values)
-            return found
+        self._prefetch(found, values)
+        return found
 
-    def _prefetch(self, connection: sa.Connection,
-                  found: list[tuple[str, datetime.datetime | None]],
+    def _prefetch(self, found: list[tuple[str, datetime.datetime | None]],
                   values: dict[str, dict[str, dict[str, str]]] | None
                   ) -> None:
         if values is not None and 0 < len(found) <= PREFETCH:
-            values.update(self._values_on(connection,
-                                          [image_id for image_id, _ in found]))
+            values.update(self.values_of(
+                [image_id for image_id, _ in found]))
 
     def _matching_relations(self, filters: Mapping[str, str],
                             projects: Collection[str] | None,

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from instance_aware.store import direct, errors, migration, models
 from instance_aware.store import engine as ia_engine
-from instance_aware.store import errors, migration, models
 from tests.dbbackends import sqlite_url, throwaway_database
 
 pytestmark = pytest.mark.database
@@ -138,6 +138,11 @@ def test_unreachable_database_is_store_unavailable(
             session.execute(sa.text('SELECT 1'))
         with pytest.raises(errors.StoreUnavailable), errors.translated():
             engine.connect().close()
+        # Hot reads on the driver's cursor connect through the pool too.
+        with pytest.raises(errors.StoreUnavailable):
+            ia_engine.Database(engine).rows(
+                direct.Shapes(_ids_statement), 1,
+                {'registry_id': 'r', 'id_0': IMAGE})
     finally:
         engine.dispose()
 
@@ -357,3 +362,84 @@ def test_a_forked_child_leaves_the_parents_read_connections_open(
     finally:
         engine.dispose()
         raw.close()
+
+
+# -- hot reads on the driver's cursor -----------------------------------------
+
+
+def _ids_statement(count: int) -> sa.Select[Any]:
+    return sa.select(models.Image.image_id, models.Image.project_id).where(
+        models.Image.registry_id == sa.bindparam('registry_id'),
+        models.Image.image_id.in_([sa.bindparam(f'id_{index}')
+                                   for index in range(count)])
+    ).order_by(models.Image.image_id)
+
+
+def test_direct_rows_match_what_core_returns(
+        migrated_engine: sa.Engine) -> None:
+    """Each dialect's paramstyle (qmark, pyformat, format) binds the same
+    values as SQLAlchemy itself: same rows for every shape."""
+    ids = [f'{index:08d}-0000-4000-8000-000000000000' for index in range(7)]
+    with migrated_engine.begin() as connection:
+        for registry in ('r', 'other'):
+            for image_id in ids:
+                connection.execute(sa.insert(models.Image).values(
+                    registry_id=registry, image_id=image_id,
+                    project_id=f'{registry}-{image_id[:8]}',
+                    state=models.ACTIVE))
+    database = ia_engine.Database(migrated_engine)
+    shapes = direct.Shapes(_ids_statement)
+    for wanted in ([ids[3]], ids[1:6:2], ids, [ids[0], 'missing']):
+        values = {f'id_{index}': image_id
+                  for index, image_id in enumerate(wanted)}
+        values['registry_id'] = 'r'
+        with migrated_engine.connect() as connection:
+            expected = [tuple(row) for row in connection.execute(
+                _ids_statement(len(wanted)), values)]
+        assert database.rows(shapes, len(wanted), values) == expected
+        assert expected == [(image_id, f'r-{image_id[:8]}')
+                            for image_id in sorted(wanted)
+                            if image_id != 'missing']
+    # Rendered once per dialect and shape.
+    assert shapes.rendered.cache_info().currsize == 4
+
+
+def test_direct_errors_are_the_stores(sqlite_engine: sa.Engine,
+                                      tmp_path: pathlib.Path) -> None:
+    """A missing table (an unmigrated database) is SQLAlchemy's error
+    mapped like any other: the filters answer 503, never a raw driver
+    error."""
+    bare = ia_engine.create_engine(sqlite_url(tmp_path / 'unmigrated'))
+    try:
+        with pytest.raises(errors.StoreUnavailable, match='no such table'):
+            ia_engine.Database(bare).rows(
+                direct.Shapes(_ids_statement), 1,
+                {'registry_id': 'r', 'id_0': IMAGE})
+    finally:
+        bare.dispose()
+
+
+def test_a_direct_read_on_a_killed_connection_fails_once_then_recovers(
+        server_engines: tuple[str, sa.Engine]) -> None:
+    """A server-closed connection fails its read (503, nothing else to
+    do for a read that already started) and is thrown away: the next
+    read runs on a new one."""
+    url, admin = server_engines
+    engine = ia_engine.create_engine(url, pool_size=1, max_overflow=0,
+                                     ping_after_idle=60)
+    migration.upgrade(engine)
+    database = ia_engine.Database(engine)
+    shapes = direct.Shapes(_ids_statement)
+    values = {'registry_id': 'r', 'id_0': IMAGE}
+    try:
+        assert database.rows(shapes, 1, values) == []
+        with database.reader() as connection:
+            first = _backend_pid(connection)
+        _kill(admin, first)
+        with pytest.raises(errors.StoreUnavailable):
+            database.rows(shapes, 1, values)
+        assert database.rows(shapes, 1, values) == []
+        with database.reader() as connection:
+            assert _backend_pid(connection) != first
+    finally:
+        engine.dispose()
