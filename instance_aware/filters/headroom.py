@@ -21,7 +21,8 @@ per request instead of one per call.  The room is value-stack depth, not
 local variables: the interpreter clears every local slot of a frame it
 pushes (64 KiB written, 16 pages faulted in, 50 us a request here) but
 leaves the value stack untouched, so the room costs only the mapping
-and the pages the request below really uses (11 us a call here).  Interpreters that cache a chunk get a plain call.
+and the pages the request below really uses (11 us a call here).
+Interpreters that cache a chunk get a plain call.
 """
 
 from __future__ import annotations
