@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import re
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from oslo_utils import timeutils
+
+from instance_aware import codec
 
 #: Query keys Glance handles itself (everything else is a property filter).
 GLANCE_KEYS = frozenset({
@@ -166,7 +167,7 @@ def list_body(images: list[dict[str, Any]], query: Query,
     body['schema'] = '/v2/schemas/images'
     if 'next' in link:
         body['next'] = link['next']
-    return json.dumps(body, ensure_ascii=False).encode('utf-8')
+    return codec.dumps(body)
 
 
 @dataclasses.dataclass

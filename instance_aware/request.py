@@ -8,13 +8,12 @@ Image data bodies are never read: only bodies whose media type is JSON are.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 import webob
 from oslo_context import context as oslo_context
 
-from instance_aware import context, errors, routing
+from instance_aware import codec, context, errors, routing
 
 JSON_TYPES = frozenset({
     'application/json',
@@ -59,7 +58,7 @@ class Request(webob.Request):
                 f'Request body exceeds the limit of {limit} bytes.')
         self._set_body(data)
         try:
-            return json.loads(data)
+            return codec.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise errors.bad_request(
                 f'Malformed JSON in request body: {exc}') from exc
@@ -70,7 +69,7 @@ class Request(webob.Request):
 
     def replace_json(self, document: Any) -> None:
         """Send ``document`` downstream in place of the original body."""
-        self._set_body(json.dumps(document).encode('utf-8'))
+        self._set_body(codec.dumps(document))
 
     def _set_body(self, data: bytes) -> None:
         self.environ.pop('HTTP_TRANSFER_ENCODING', None)

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import webob
 from oslo_utils import strutils, uuidutils
 
-from instance_aware import errors
+from instance_aware import codec, errors
 from instance_aware.request import Request
 from instance_aware.store.records import Related
 
@@ -74,7 +73,7 @@ def _json_response(document: Any) -> webob.Response:
     response = webob.Response(status=200)
     response.content_type = 'application/json'
     response.charset = None
-    response.body = json.dumps(document, ensure_ascii=False).encode('utf-8')
+    response.body = codec.dumps(document)
     return response
 
 

@@ -16,7 +16,6 @@ three differences that matter here:
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,9 +25,9 @@ import webob.exc
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from instance_aware import codec, errors, routing
 from instance_aware import conf as ia_conf
 from instance_aware import context as ia_context
-from instance_aware import errors, routing
 from instance_aware.filters import documents, headroom
 from instance_aware.policies import enforcer
 from instance_aware.request import Request
@@ -158,7 +157,7 @@ class Filter:
                 req.environ['webob.adhoc_attrs'])
         sub = Request.blank(path, environ=environ, method=method)
         if body is not None:
-            sub.body = json.dumps(body).encode('utf-8')
+            sub.body = codec.dumps(body)
             sub.content_type = content_type or 'application/json'
         return sub.get_response(self.application)
 

@@ -17,11 +17,12 @@ bytes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import webob
+
+from instance_aware import codec
 
 #: Environ key: the application a filter is handing the request to, set
 #: just before the call so the callee knows its caller is one of ours.
@@ -39,7 +40,7 @@ class JSONBody:
         self.document = document
 
     def encode(self) -> bytes:
-        return json.dumps(self.document, ensure_ascii=False).encode('utf-8')
+        return codec.dumps(self.document)
 
     def __iter__(self) -> Iterator[bytes]:
         yield self.encode()
@@ -58,7 +59,7 @@ def read(response: webob.Response) -> Any:
     if response.content_type != JSON_TYPE:
         return None
     try:
-        return json.loads(response.body)
+        return codec.loads(response.body)
     except (ValueError, RecursionError):
         return None
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import webob
 
-from instance_aware import capture, errors, routing
+from instance_aware import capture, codec, errors, routing
 from instance_aware.filters import base, documents
 from instance_aware.request import PATCH_V20, PATCH_V21, Request
 
@@ -196,8 +196,7 @@ class LocationPolicyFilter(base.Filter):
         scrubbed = body
         if document is not _NOT_JSON and self._scrub(request, document,
                                                       None, {}):
-            scrubbed = json.dumps(document,
-                                  ensure_ascii=False).encode('utf-8')
+            scrubbed = codec.dumps(document)
         if (failed or document is _NOT_JSON) and not (
                 request.method.upper() == 'HEAD'
                 or self.allowed(request, READ, None)):
@@ -262,7 +261,7 @@ _NOT_JSON = object()
 
 def _parse(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return codec.loads(body)
     except (ValueError, RecursionError):
         return _NOT_JSON
 
@@ -277,6 +276,6 @@ def _redact(body: bytes) -> bytes:
 
 def _loads(response: webob.Response) -> Any:
     try:
-        return json.loads(response.body)
+        return codec.loads(response.body)
     except ValueError:
         return None
