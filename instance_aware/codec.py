@@ -2,9 +2,9 @@
 
 The stack parses and re-encodes the registry's JSON on every show and
 list it changes.  Reading and writing a list of 25 images takes the
-standard library 0.25 ms here (writing 0.17 ms of it), this module 0.1 ms.  Whatever orjson refuses goes to
-the standard library, so the stack accepts and writes exactly what it did
-with ``json`` alone:
+standard library 0.25 ms here (writing 0.17 ms of it), this module
+0.1 ms.  Whatever orjson refuses goes to the standard library, so the
+stack accepts and writes exactly what it did with ``json`` alone:
 
 * reading: ``NaN`` and ``Infinity``, nesting deeper than 1024, UTF-16
   and UTF-32 bodies, lone surrogates; and any body with a run of 19 or
