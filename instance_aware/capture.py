@@ -154,17 +154,28 @@ def apply_operations(current: Mapping[str, str],
     return result
 
 
-def merge_into(image: dict[str, Any], values: Mapping[str, str]) -> None:
-    """Give stored values back in an image representation."""
-    image.update(values)
+def merge_into(image: dict[str, Any], values: Mapping[str, str]) -> bool:
+    """Give stored values back in an image representation; ``True`` if
+    that changed it."""
+    changed = any(image.get(key, _ABSENT) != value
+                  for key, value in values.items())
+    if changed:
+        image.update(values)
+    return changed
 
 
-def strip_from(image: dict[str, Any], keys: Collection[str]) -> None:
+def strip_from(image: dict[str, Any], keys: Collection[str]) -> bool:
     """Remove captured keys from an image representation (defence in depth:
     the registry should never have them, but an image created before the
-    stack was deployed may)."""
-    for key in keys:
-        image.pop(key, None)
+    stack was deployed may); ``True`` if there were any."""
+    found = [key for key in keys if key in image]
+    for key in found:
+        del image[key]
+    return bool(found)
+
+
+#: No value of a JSON document.
+_ABSENT = object()
 
 
 __all__ = [

@@ -142,8 +142,9 @@ class CapturingFilter(base.Filter):
         return allowed
 
     def give_back(self, req: Request, images: list[dict[str, Any]],
-                  stored: Mapping[str, Stored] | None = None) -> None:
-        """Put stored values into readable images, strip them elsewhere.
+                  stored: Mapping[str, Stored] | None = None) -> bool:
+        """Put stored values into readable images, strip them elsewhere;
+        ``True`` if any image changed.
 
         ``stored`` are values loaded before the registry was called (the
         store is then not read again).
@@ -156,14 +157,17 @@ class CapturingFilter(base.Filter):
         values = ({k: v.values for k, v in stored.items()}
                   if stored is not None
                   else self._values_of(req, readable))
+        changed = False
         for image in images:
             if not isinstance(image, dict):
                 continue
             image_id = image.get('id')
             if image_id not in readable:
-                capture.strip_from(image, self.keys)
+                changed = capture.strip_from(image, self.keys) or changed
             elif isinstance(image_id, str) and image_id in values:
-                capture.merge_into(image, values[image_id])
+                changed = capture.merge_into(
+                    image, values[image_id]) or changed
+        return changed
 
     def _values_of(self, req: Request, image_ids: set[str]
                    ) -> dict[str, dict[str, str]]:
@@ -197,8 +201,8 @@ class CapturingFilter(base.Filter):
                             ) -> webob.Response:
         document = documents.read(response)
         if isinstance(document, dict) and 'id' in document:
-            self.give_back(req, [document], stored)
-            documents.write(response, document)
+            documents.write(response, document,
+                            changed=self.give_back(req, [document], stored))
         return response
 
     def show(self, req: Request) -> webob.Response:
@@ -507,14 +511,14 @@ class CapturingFilter(base.Filter):
         if response.status_int != 200 or not isinstance(document, dict):
             return response
         images = document.get('images')
-        if isinstance(images, list):
-            self.give_back(req, images)
+        changed = isinstance(images, list) and self.give_back(req, images)
         if query is not None:
             marker = listing.marker_of(document.get('next'))
             document.update(listing.links(query, marker))
             if marker is None:
                 document.pop('next', None)
-        documents.write(response, document)
+            changed = True
+        documents.write(response, document, changed=changed)
         return response
 
     def _fast_list(self, req: Request, query: listing.Query,

@@ -4,10 +4,11 @@ Every JSON filter of the stack changes the registry's image documents
 (gives keys back, strips them, scrubs locations).  Parsing and re-encoding
 the body in each of them cost more than the changes themselves (a list of
 25 images is parsed and written three times).  Instead, a filter that
-changed a document leaves it parsed in the response (:class:`JSONBody` as
+read a document leaves it parsed in the response (:class:`JSONBody` as
 the ``app_iter``) when the application above it is another filter of
 ours, which takes it as it is; the outermost one writes it once, with its
-``Content-Length``.
+``Content-Length``.  A document no filter changed is sent as the bytes
+the registry wrote, byte for byte what bare Glance answers.
 
 Nothing depends on the hand-over happening: a :class:`JSONBody` is a
 normal WSGI iterable that encodes itself when iterated, so a foreign
@@ -32,15 +33,22 @@ JSON_TYPE = 'application/json'
 
 
 class JSONBody:
-    """A response body still held as a parsed JSON document."""
+    """A response body still held as a parsed JSON document.
 
-    __slots__ = ('document',)
+    ``raw`` are the registry's own bytes of it while no filter changed it:
+    they are what is sent then (byte for byte what bare Glance sends, and
+    nothing to encode).
+    """
 
-    def __init__(self, document: Any) -> None:
+    __slots__ = ('document', 'raw')
+
+    def __init__(self, document: Any, raw: bytes | None = None) -> None:
         self.document = document
+        self.raw = raw
 
     def encode(self) -> bytes:
-        return codec.dumps(self.document)
+        return self.raw if self.raw is not None else codec.dumps(
+            self.document)
 
     def __iter__(self) -> Iterator[bytes]:
         yield self.encode()
@@ -64,9 +72,24 @@ def read(response: webob.Response) -> Any:
         return None
 
 
-def write(response: webob.Response, document: Any) -> None:
-    """Make ``document`` the body of ``response`` (encoded later)."""
-    response.app_iter = JSONBody(document)  # drops Content-Length
+def write(response: webob.Response, document: Any,
+          changed: bool = True) -> None:
+    """Make ``document``, just read from ``response``, its body (encoded
+    later, if at all).
+
+    ``changed=False`` says the filter left the document as it read it:
+    the response then keeps the bytes it came with, and hands them up
+    with the parsed document so the next filter does not parse again.
+    """
+    body = response.app_iter
+    if isinstance(body, JSONBody):
+        if body.document is document:
+            if changed:
+                body.raw = None
+            return
+        changed = True  # another document than the one handed up
+    raw = None if changed else response.body
+    response.app_iter = JSONBody(document, raw)  # drops Content-Length
 
 
 def finish(response: webob.Response) -> webob.Response:

@@ -186,7 +186,9 @@ class LocationPolicyFilter(base.Filter):
             return response
         if not failed and isinstance(response.app_iter, documents.JSONBody):
             # Handed over parsed by a filter below: scrub it in place.
-            self._scrub(request, response.app_iter.document, None, {})
+            document = response.app_iter.document
+            documents.write(response, document, changed=self._scrub(
+                request, document, None, {}))
             return response
         body = response.body
         marked = any(marker in body for marker in _MARKERS)

@@ -126,3 +126,46 @@ def test_read_answers_none_for_what_is_not_json(
     broken = webob.Response(body=b'{nope', content_type='application/json')
     assert documents.read(text) is None
     assert documents.read(broken) is None
+
+
+class Looking(base.Filter):
+    """Reads the image document and leaves it as it was."""
+
+    ROUTES = frozenset({'image'})
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app, {}, cfg.ConfigOpts())
+
+    def process_response(self, response: webob.Response,
+                         request: Request) -> webob.Response:
+        documents.write(response, documents.read(response), changed=False)
+        return response
+
+
+def _spaced_registry(environ: dict[str, Any], start_response: Any) -> Any:
+    """Bytes no encoder of ours would write (Glance's own spacing)."""
+    body = b'{"id" :  "x",\n "name": "caf\\u00e9"}'
+    start_response('200 OK', [('Content-Type', 'application/json'),
+                              ('Content-Length', str(len(body)))])
+    return [body]
+
+
+def test_a_document_no_filter_changed_keeps_the_registrys_bytes(
+        parses: list[bytes]) -> None:
+    stack = Looking(Looking(Looking(_spaced_registry)))
+    response = webob.Request.blank(IMAGE).get_response(stack)
+    assert response.body == b'{"id" :  "x",\n "name": "caf\\u00e9"}'
+    assert response.content_length == len(response.body)
+    assert len(parses) == 1  # handed up parsed all the same
+
+
+def test_one_change_anywhere_in_the_stack_rewrites_the_document(
+        parses: list[bytes]) -> None:
+    for mark, stack in (
+            ('middle', Looking(Marking(Looking(_spaced_registry), 'middle'))),
+            ('outer', Marking(Looking(Looking(_spaced_registry)), 'outer')),
+            ('inner', Looking(Looking(Marking(_spaced_registry, 'inner'))))):
+        response = webob.Request.blank(IMAGE).get_response(stack)
+        assert json.loads(response.body) == {
+            'id': 'x', 'name': 'caf\u00e9', 'marks': [mark]}
+        assert response.content_length == len(response.body)
