@@ -118,3 +118,20 @@ def test_apply_operations_conflicts(current, ops, media, message):
     assert message in exc.value.detail
     assert exc.value.explanation == (
         'There was a conflict when trying to complete your request.')
+
+
+def test_merge_into_says_whether_it_changed_the_image() -> None:
+    image = {'id': 'x', 'image_type': 'backup'}
+    assert capture.merge_into(image, {'image_type': 'backup'}) is False
+    assert capture.merge_into(image, {'backup_type': 'daily'}) is True
+    assert capture.merge_into(image, {'image_type': 'snapshot'}) is True
+    assert capture.merge_into(image, {'backup_type': None}) is True
+    assert image == {'id': 'x', 'image_type': 'snapshot',
+                     'backup_type': None}
+
+
+def test_strip_from_says_whether_there_was_anything_to_strip() -> None:
+    image = {'id': 'x', 'image_type': 'backup', 'name': 'n'}
+    assert capture.strip_from(image, {'backup_type'}) is False
+    assert capture.strip_from(image, {'image_type', 'backup_type'}) is True
+    assert image == {'id': 'x', 'name': 'n'}
