@@ -140,9 +140,7 @@ def test_unreachable_database_is_store_unavailable(
             engine.connect().close()
         # Hot reads on the driver's cursor connect through the pool too.
         with pytest.raises(errors.StoreUnavailable):
-            ia_engine.Database(engine).rows(
-                direct.Shapes(_ids_statement), 1,
-                {'registry_id': 'r', 'id_0': IMAGE})
+            _read_one(ia_engine.Database(engine))
     finally:
         engine.dispose()
 
@@ -375,6 +373,12 @@ def _ids_statement(count: int) -> sa.Select[Any]:
     ).order_by(models.Image.image_id)
 
 
+def _read_one(database: ia_engine.Database) -> list[tuple[Any, ...]]:
+    """A hot read of :data:`IMAGE` on the driver's cursor."""
+    return database.rows(direct.Shapes(_ids_statement), 1,
+                         {'registry_id': 'r', 'id_0': IMAGE})
+
+
 def test_direct_rows_match_what_core_returns(
         migrated_engine: sa.Engine) -> None:
     """Each dialect's paramstyle (qmark, pyformat, format) binds the same
@@ -412,9 +416,7 @@ def test_direct_errors_are_the_stores(sqlite_engine: sa.Engine,
     bare = ia_engine.create_engine(sqlite_url(tmp_path / 'unmigrated'))
     try:
         with pytest.raises(errors.StoreUnavailable, match='no such table'):
-            ia_engine.Database(bare).rows(
-                direct.Shapes(_ids_statement), 1,
-                {'registry_id': 'r', 'id_0': IMAGE})
+            _read_one(ia_engine.Database(bare))
     finally:
         bare.dispose()
 
