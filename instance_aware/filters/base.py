@@ -51,6 +51,10 @@ class Filter:
     #: Route names (see :mod:`instance_aware.routing`) this filter looks at;
     #: every other request passes straight through.
     ROUTES: ClassVar[frozenset[str | None]] = frozenset()
+    #: Whether a filter of ours above may call :meth:`respond` instead of
+    #: the WSGI interface (filters whose WSGI call does more than
+    #: :meth:`accepts` and :meth:`answer` say no).
+    DIRECT: ClassVar[bool] = True
 
     @classmethod
     def factory(cls, global_conf: dict[str, Any] | None,
@@ -76,16 +80,39 @@ class Filter:
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        if not self.accepts(environ):
+            return self.application(environ, start_response)
+        return self._handle(environ, start_response)
+
+    def accepts(self, environ: WSGIEnvironment) -> bool:
+        """Whether this filter handles the request (it notes the route);
+        anything else passes through untouched."""
         route = routing.match(environ.get('REQUEST_METHOD', 'GET'),
                               environ.get('PATH_INFO', ''))
         if route.name not in self.ROUTES:
-            return self.application(environ, start_response)
+            return False
         environ['instance_aware.route'] = route
-        return self._handle(environ, start_response)
+        return True
 
     @webob.dec.wsgify(RequestClass=Request)
     def _handle(self, req: Request) -> webob.Response:
         handed = req.environ.pop(documents.HANDOFF, None) is self
+        response = self.answer(req)
+        # A filter of ours above takes the document as it is; anybody
+        # else gets bytes.
+        return response if handed else documents.finish(response)
+
+    def respond(self, req: Request) -> webob.Response:
+        """Answer ``req`` for the filter of ours just above, which called
+        this one directly instead of through WSGI (see :meth:`forward`);
+        a JSON document is left parsed."""
+        if not self.accepts(req.environ):
+            return self.forward(req)
+        return self.answer(req)
+
+    def answer(self, req: Request) -> webob.Response:
+        """This filter's answer to a request it handles; store faults
+        and refusals become error responses."""
         try:
             response = self.process_request(req)
             if response is None:
@@ -105,19 +132,31 @@ class Filter:
             return errors.unavailable(
                 'The instance-aware mapping database is unavailable; '
                 'nothing was changed.  Retry later.')
-        # A filter of ours above takes the document as it is; anybody
-        # else gets bytes.
-        return response if handed else documents.finish(response)
+        return response
 
     def forward(self, req: webob.Request) -> webob.Response:
         """Pass ``req`` on to the next application and return its answer.
 
-        Tells the next application that its caller is a filter of ours, so
-        a JSON document may come back unencoded (see
-        :mod:`instance_aware.filters.documents`).
+        When the next application is a filter of ours composed into the
+        same stack (:func:`~instance_aware.filters.stack.compose`), it is
+        called directly with this request: each WSGI round trip between
+        two filters costs a request and a response object built and taken
+        apart again.  Otherwise the next application is told that its
+        caller is a filter of ours, so a JSON document may come back
+        unencoded (see :mod:`instance_aware.filters.documents`).
         """
-        req.environ[documents.HANDOFF] = self.application
-        return req.get_response(self.application)
+        following = self.application
+        if isinstance(following, Filter) and following.DIRECT:
+            if not isinstance(req, Request):
+                req = Request(req.environ)
+            response = following.respond(req)
+            if isinstance(response, webob.exc.WSGIHTTPException):
+                # Rendered as its WSGI call would be (body per Accept),
+                # so this filter sees the same error body either way.
+                response = req.get_response(response)
+            return response
+        req.environ[documents.HANDOFF] = following
+        return req.get_response(following)
 
     @functools.cached_property
     def database(self) -> store_engine.Database:

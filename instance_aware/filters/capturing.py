@@ -18,7 +18,7 @@ import functools
 import re
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import webob
@@ -33,7 +33,7 @@ from instance_aware.store import models
 from instance_aware.store.records import RelationFields, Snapshot, Stored
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import WSGIEnvironment
 
 LOG = logging.getLogger(__name__)
 
@@ -86,13 +86,13 @@ class CapturingFilter(base.Filter):
 
     # -- request flow ------------------------------------------------------
 
-    def __call__(self, environ: WSGIEnvironment,
-                 start_response: StartResponse) -> Iterable[bytes]:
+    def accepts(self, environ: WSGIEnvironment) -> bool:
+        # Asserting headers never reach the registry, handled or not.
         for header, key in self.HEADERS.items():
             value = environ.pop(header, None)
             if value is not None:
                 environ.setdefault('instance_aware.asserted', {})[key] = value
-        return super().__call__(environ, start_response)
+        return super().accepts(environ)
 
     def process_request(self, req: Request) -> webob.Response | None:
         name, method = req.route.name, req.method

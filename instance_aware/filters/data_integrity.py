@@ -436,6 +436,8 @@ class DataIntegrityFilter(base.Filter):
 
     ROUTES: ClassVar[frozenset[str | None]] = frozenset(
         {'image_file', 'image_stage'})
+    #: Image data is streamed through its WSGI call (never webob).
+    DIRECT = False
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import webob
@@ -40,7 +39,7 @@ from instance_aware.filters import base, documents
 from instance_aware.request import PATCH_V20, PATCH_V21, Request
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import WSGIEnvironment
 
 READ = 'instance_aware:get_image_location'
 FETCH = 'instance_aware:fetch_image_location'
@@ -78,14 +77,14 @@ _REDACTED = '[location hidden]'
 class LocationPolicyFilter(base.Filter):
     """Hide and guard image locations according to policy."""
 
-    def __call__(self, environ: WSGIEnvironment,
-                 start_response: StartResponse) -> Iterable[bytes]:
+    def accepts(self, environ: WSGIEnvironment) -> bool:
+        # Everything but image data: locations can appear anywhere.
         route = routing.match(environ.get('REQUEST_METHOD', 'GET'),
                               environ.get('PATH_INFO', ''))
         if route.name in DATA_ROUTES:
-            return self.application(environ, start_response)
+            return False
         environ['instance_aware.route'] = route
-        return self._handle(environ, start_response)
+        return True
 
     # -- writes ------------------------------------------------------------
 

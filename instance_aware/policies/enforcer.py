@@ -86,22 +86,45 @@ class Enforcer(policy.Enforcer):
         return decision
 
 
+#: Values that are their own frozen form.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _freeze(value: Any) -> Hashable | None:
-    """A hashable copy of policy values or a target (``None``: cannot)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    """A hashable copy of policy values or a target (``None``: cannot).
+
+    Runs for every decision (the target) and every request (the caller's
+    values), so plain values, the usual case, take the shortest path.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, Mapping):
+        pairs = []
+        for key in value:
+            item = value[key]
+            if type(item) not in _PLAIN:
+                item = _freeze(item)
+                if item is None:
+                    return None
+            pairs.append((key, item))
+        return ('map', tuple(sorted(pairs, key=_key_text)))
+    if isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            if type(item) not in _PLAIN:
+                item = _freeze(item)
+                if item is None:
+                    return None
+            items.append(item)
+        return ('seq', tuple(items))
+    if isinstance(value, (str, int, float)):  # subclasses (enums, ...)
         return value
-    if isinstance(value, Mapping):
-        pairs = [(key, _freeze(value[key])) for key in value]
-    elif isinstance(value, (list, tuple)):
-        pairs = [(index, _freeze(item)) for index, item in enumerate(value)]
-    else:
-        return None
-    if any(frozen is None and value[key] is not None
-           for key, frozen in pairs):
-        return None
-    if isinstance(value, Mapping):
-        return ('map', tuple(sorted(pairs, key=lambda pair: str(pair[0]))))
-    return ('seq', tuple(frozen for _index, frozen in pairs))
+    return None
+
+
+def _key_text(pair: tuple[Any, Any]) -> str:
+    return str(pair[0])
 
 
 def _creds_key(context: oslo_context.RequestContext) -> Hashable | None:
