@@ -12,15 +12,7 @@ from oslo_config import cfg
 from instance_aware import errors
 from instance_aware.filters import base, documents
 from instance_aware.request import Request
-
-IMAGE = '/v2/images/3d5a1d0a-7a43-4b93-9cde-6f49f64a3a1f'
-
-
-def _registry(environ: dict[str, Any], start_response: Any) -> Any:
-    body = json.dumps({'id': 'x', 'name': 'from registry'}).encode()
-    start_response('200 OK', [('Content-Type', 'application/json'),
-                              ('Content-Length', str(len(body)))])
-    return [body]
+from tests.unit.filters.registry import IMAGE, registry
 
 
 class Counting(base.Filter):
@@ -68,7 +60,7 @@ class Wsgi(Counting):
 
 
 def test_filters_of_one_stack_call_each_other_directly() -> None:
-    inner = Counting(_registry, 'inner')
+    inner = Counting(registry, 'inner')
     middle = Counting(inner, 'middle')
     outer = Counting(middle, 'outer')
     response = webob.Request.blank(IMAGE).get_response(outer)
@@ -82,7 +74,7 @@ def test_filters_of_one_stack_call_each_other_directly() -> None:
 
 
 def test_a_filter_that_does_not_handle_the_route_passes_it_on() -> None:
-    inner = Counting(_registry, 'inner')
+    inner = Counting(registry, 'inner')
     middle = Counting(inner, 'middle')
     middle.ROUTES = frozenset({'images'})  # type: ignore[misc]
     outer = Counting(middle, 'outer')
@@ -92,7 +84,7 @@ def test_a_filter_that_does_not_handle_the_route_passes_it_on() -> None:
 
 
 def test_an_inner_refusal_reaches_the_outer_filter_rendered() -> None:
-    refusing = Refusing(_registry, 'refusing')
+    refusing = Refusing(registry, 'refusing')
     outer = Counting(refusing, 'outer')
     request = webob.Request.blank(IMAGE, headers={
         'Accept': 'application/json'})
@@ -107,7 +99,7 @@ def test_an_inner_refusal_reaches_the_outer_filter_rendered() -> None:
 
 
 def test_a_filter_that_says_no_is_called_through_wsgi() -> None:
-    inner = Wsgi(_registry, 'inner')
+    inner = Wsgi(registry, 'inner')
     outer = Counting(inner, 'outer')
     response = webob.Request.blank(IMAGE).get_response(outer)
     assert response.json_body['marks'] == ['inner', 'outer']
@@ -115,7 +107,7 @@ def test_a_filter_that_says_no_is_called_through_wsgi() -> None:
 
 
 def test_a_foreign_application_in_between_is_called_through_wsgi() -> None:
-    inner = Counting(_registry, 'inner')
+    inner = Counting(registry, 'inner')
     seen: list[bytes] = []
 
     def foreign(environ: dict[str, Any], start_response: Any) -> Any:
@@ -131,7 +123,7 @@ def test_a_foreign_application_in_between_is_called_through_wsgi() -> None:
 
 
 def test_a_request_of_plain_webob_is_made_ours() -> None:
-    inner = Counting(_registry, 'inner')
+    inner = Counting(registry, 'inner')
     outer = Counting(inner, 'outer')
     plain = webob.Request.blank(IMAGE)
     response = outer.forward(plain)

@@ -12,15 +12,7 @@ from oslo_config import cfg
 from instance_aware import codec
 from instance_aware.filters import base, documents
 from instance_aware.request import Request
-
-IMAGE = '/v2/images/3d5a1d0a-7a43-4b93-9cde-6f49f64a3a1f'
-
-
-def _registry(environ: dict[str, Any], start_response: Any) -> Any:
-    body = json.dumps({'id': 'x', 'name': 'from registry'}).encode()
-    start_response('200 OK', [('Content-Type', 'application/json'),
-                              ('Content-Length', str(len(body)))])
-    return [body]
+from tests.unit.filters.registry import IMAGE, registry
 
 
 class Marking(base.Filter):
@@ -76,7 +68,7 @@ def test_a_stack_of_filters_parses_and_writes_the_body_once(
         return encode(self)
 
     monkeypatch.setattr(documents.JSONBody, 'encode', counting_encode)
-    stack = Marking(Marking(Marking(_registry, 'inner'), 'middle'), 'outer')
+    stack = Marking(Marking(Marking(registry, 'inner'), 'middle'), 'outer')
     response = webob.Request.blank(IMAGE).get_response(stack)
     assert len(parses) == 1 and len(writes) == 1
     assert response.json_body == {'id': 'x', 'name': 'from registry',
@@ -86,7 +78,7 @@ def test_a_stack_of_filters_parses_and_writes_the_body_once(
 
 def test_a_foreign_middleware_in_between_gets_bytes(
         parses: list[bytes]) -> None:
-    foreign = _foreign(Marking(_registry, 'inner'))
+    foreign = _foreign(Marking(registry, 'inner'))
     stack = Marking(foreign, 'outer')
     response = webob.Request.blank(IMAGE).get_response(stack)
     # The inner filter wrote bytes for the middleware, the outer parsed
@@ -98,7 +90,7 @@ def test_a_foreign_middleware_in_between_gets_bytes(
 
 
 def test_the_outermost_filter_answers_bytes_with_a_length() -> None:
-    filter_ = Marking(_registry, 'only')
+    filter_ = Marking(registry, 'only')
     environ = webob.Request.blank(IMAGE).environ
     captured: list[Any] = []
     chunks = filter_(environ, lambda status, headers, exc=None:
