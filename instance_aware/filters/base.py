@@ -2,7 +2,7 @@
 
 Shaped like :class:`oslo_middleware.base.ConfigurableMiddleware` (a paste
 ``factory`` classmethod, ``process_request`` / ``process_response``), with
-three differences that matter here:
+four differences that matter here:
 
 * options are read through :class:`instance_aware.conf.FilterConfig`, so
   paste keys override ``[instance_aware]`` for this filter only;
@@ -10,7 +10,9 @@ three differences that matter here:
   without per-request introspection;
 * a request on a route the filter does not handle (image data above all) is
   handed to the next application untouched: no webob response wrapping, no
-  body access, so uploads and downloads stream at full speed.
+  body access, so uploads and downloads stream at full speed;
+* filters composed into one stack pass the request object to each other
+  directly (:meth:`Filter.forward`), not through WSGI.
 """
 
 from __future__ import annotations
