@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from oslo_config import cfg
@@ -100,27 +100,30 @@ def _freeze(value: Any) -> Hashable | None:
     if kind in _PLAIN:
         return value  # type: ignore[no-any-return]
     if isinstance(value, Mapping):
-        pairs = []
-        for key in value:
-            item = value[key]
-            if type(item) not in _PLAIN:
-                item = _freeze(item)
-                if item is None:
-                    return None
-            pairs.append((key, item))
+        keys = list(value)
+        frozen = _freeze_all([value[key] for key in keys])
+        if frozen is None:
+            return None
+        pairs = zip(keys, frozen, strict=True)
         return ('map', tuple(sorted(pairs, key=_key_text)))
     if isinstance(value, (list, tuple)):
-        items = []
-        for item in value:
-            if type(item) not in _PLAIN:
-                item = _freeze(item)
-                if item is None:
-                    return None
-            items.append(item)
-        return ('seq', tuple(items))
+        frozen = _freeze_all(value)
+        return None if frozen is None else ('seq', frozen)
     if isinstance(value, (str, int, float)):  # subclasses (enums, ...)
         return value
     return None
+
+
+def _freeze_all(items: Iterable[Any]) -> tuple[Hashable, ...] | None:
+    """Each item frozen, ``None`` if one cannot be."""
+    frozen = []
+    for item in items:
+        if type(item) not in _PLAIN:
+            item = _freeze(item)
+            if item is None:  # not plain, so None means "cannot"
+                return None
+        frozen.append(item)
+    return tuple(frozen)
 
 
 def _key_text(pair: tuple[Any, Any]) -> str:
