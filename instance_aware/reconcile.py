@@ -6,6 +6,10 @@
 * An ``active`` row whose image the registry no longer has (deleted while
   the stack was bypassed or its database down) is marked deleted and kept
   as history.
+* An ``active`` row that names another project than the image's owner in
+  the registry (an administrator gave the image away while the stack was
+  bypassed, or the stack could not move the row) is moved to the owner:
+  filters and the query API answer each project from the rows it owns.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class Summary:
     activated: int = 0
     discarded: int = 0
     marked_deleted: int = 0
+    moved: int = 0
 
     def lines(self, dry_run: bool) -> list[str]:
         verb = 'would be' if dry_run else 'were'
@@ -37,6 +42,8 @@ class Summary:
             f'{self.discarded} pending records {verb} discarded',
             f'{self.marked_deleted} records of deleted images {verb} '
             'marked deleted',
+            f'{self.moved} records of images given to another project '
+            f'{verb} moved',
         ]
 
 
@@ -75,14 +82,20 @@ def reconcile(records: Records, registry: RegistryClient, *,
     bar = progress(len(pending) + records.count(models.ACTIVE))
     # Active rows first: a pending row settled below is not checked twice.
     for batch in records.active_batches(batch_size):
-        present = registry.present(batch)
+        present = registry.present(list(batch))
         summary.checked += len(batch)
-        for image_id in batch:
-            if image_id in present:
+        for image_id, project_id in batch.items():
+            image = present.get(image_id)
+            if image is None:
+                summary.marked_deleted += 1
+                if not dry_run:
+                    records.mark_deleted(image_id)
                 continue
-            summary.marked_deleted += 1
-            if not dry_run:
-                records.mark_deleted(image_id)
+            owner = image.get('owner')
+            if isinstance(owner, str) and owner and owner != project_id:
+                summary.moved += 1
+                if not dry_run:
+                    records.move(image_id, owner)
         bar.advance(len(batch))
     for image_id in pending:
         image = registry.show(image_id)

@@ -386,8 +386,8 @@ class CapturingFilter(base.Filter):
             self.records.move(stored.image_id, owner)
         except store_errors.StoreError:
             LOG.exception('Image %s now belongs to %s but its record still '
-                          'names %s', stored.image_id, owner,
-                          stored.project_id)
+                          'names %s; reconcile will move it',
+                          stored.image_id, owner, stored.project_id)
 
     def _probe(self, req: Request) -> webob.Response:
         """Ask the registry whether the caller may update the image.

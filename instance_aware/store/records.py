@@ -853,11 +853,13 @@ class Records:
         with self.db.session() as session:
             return list(session.scalars(query))
 
-    def active_batches(self, size: int) -> Iterator[list[str]]:
-        """Ids of active rows, in batches, by keyset paging."""
+    def active_batches(self, size: int) -> Iterator[dict[str, str | None]]:
+        """Active rows in batches (image id -> the project the row names),
+        by keyset paging."""
         after = 0
         while True:
-            query = sa.select(models.Image.id, models.Image.image_id).where(
+            query = sa.select(models.Image.id, models.Image.image_id,
+                              models.Image.project_id).where(
                 models.Image.registry_id == self.registry_id,
                 models.Image.state == models.ACTIVE,
                 models.Image.id > after).order_by(models.Image.id).limit(
@@ -867,7 +869,7 @@ class Records:
             if not rows:
                 return
             after = rows[-1][0]
-            yield [row[1] for row in rows]
+            yield {row[1]: row[2] for row in rows}
 
     def count(self, state: str) -> int:
         query = sa.select(sa.func.count()).select_from(models.Image).where(

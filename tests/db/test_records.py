@@ -153,7 +153,7 @@ def test_replace_move_and_reconcile_helpers(records: Records) -> None:
     records.settle_pending(crashed, True, 'q', T0)
     assert records.get(crashed, models.INSTANCE).state == models.ACTIVE
     assert records.count(models.ACTIVE) == 2
-    assert list(records.active_batches(1)) == [[image_id], [crashed]]
+    assert list(records.active_batches(1)) == [{image_id: 'q'}, {crashed: 'q'}]
 
 
 def test_an_update_after_a_concurrent_delete_keeps_the_history(

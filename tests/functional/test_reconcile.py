@@ -22,6 +22,8 @@ from instance_aware.store.records import Records, RelationFields
 from tests.functional.conftest import headers
 
 TIMEOUT = 30
+ADMIN = ('admin', 'member', 'reader')
+PATCH21 = 'application/openstack-images-v2.1-json-patch'
 
 
 @pytest.fixture(scope='module')
@@ -93,6 +95,20 @@ def test_reconcile_repairs_crashes_and_bypassed_deletes(
     response = requests.delete(f'{server.bare_url}/v2/images/{bypassed}',
                                headers=headers(project), timeout=TIMEOUT)
     assert response.status_code == 204
+    # Given to another project behind the stack's back: the record still
+    # names the first owner.
+    other = uuid.uuid4().hex
+    given = _create(server.url, project, instance_uuid=instance,
+                    image_type='backup', backup_type='weekly')
+    response = requests.patch(
+        f'{server.bare_url}/v2/images/{given}',
+        json=[{'op': 'replace', 'path': '/owner', 'value': other}],
+        headers={**headers(project, roles=ADMIN),
+                 'Content-Type': PATCH21}, timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    assert response.json()['owner'] == other
+    assert _relation(server, given, project) is not None
+    assert _relation(server, given, other) is None
     # A crash after Glance created the image, before our commit.
     crashed_after = _create(server.bare_url, project, name='late')
     records.begin(crashed_after, project, models.INSTANCE,
@@ -111,12 +127,14 @@ def test_reconcile_repairs_crashes_and_bypassed_deletes(
     assert (code, err) == (0, '')
     assert out.splitlines() == [
         'Dry run: nothing was changed.',
-        '4 records checked against the registry',
+        '5 records checked against the registry',
         '1 pending records would be activated',
         '1 pending records would be discarded',
         '1 records of deleted images would be marked deleted',
+        '1 records of images given to another project would be moved',
     ]
     assert records.get(crashed_after, models.INSTANCE).state == 'pending'
+    assert records.related(given).project_id == project
     assert records.get(never_created, models.INSTANCE) is not None
     assert records.get(bypassed, models.INSTANCE).state == 'active'
 
@@ -124,12 +142,27 @@ def test_reconcile_repairs_crashes_and_bypassed_deletes(
                              '--pending-age', '0', capsys=capsys)
     assert (code, err) == (0, '')
     assert out.splitlines() == [
-        '4 records checked against the registry',
+        '5 records checked against the registry',
         '1 pending records were activated',
         '1 pending records were discarded',
         '1 records of deleted images were marked deleted',
+        '1 records of images given to another project were moved',
     ]
     assert records.get(never_created, models.INSTANCE) is None
+    # The given image is the new owner's: its relation, filters and
+    # query API; the former owner learns nothing of it any more.
+    moved = _relation(server, given, other)
+    assert moved is not None
+    assert (moved['owner'], moved['instance_uuid'], moved['backup_type']) \
+        == (other, instance, 'weekly')
+    assert _relation(server, given, project) is None
+    listed = requests.get(
+        f'{server.url}/v2/images',
+        params={'instance_uuid': instance, 'backup_type': 'weekly'},
+        headers=headers(other), timeout=TIMEOUT)
+    assert listed.status_code == 200, listed.text
+    assert [i['id'] for i in listed.json()['images']] == [given]
+    assert listed.json()['images'][0]['instance_uuid'] == instance
     activated = _relation(server, crashed_after, project)
     assert activated is not None
     assert (activated['status'], activated['instance_uuid'],
@@ -162,6 +195,7 @@ def test_reconcile_repairs_crashes_and_bypassed_deletes(
         '0 pending records were activated',
         '0 pending records were discarded',
         '0 records of deleted images were marked deleted',
+        '0 records of images given to another project were moved',
     ]
 
 
