@@ -4,11 +4,15 @@
 Loads a real Glance 33 (SQLite) twice in this process, through the stack
 and bare, and calls both WSGI pipelines directly: no HTTP server, no
 client, so the difference is the stack's own cost and nothing else.
-Prints per-call medians (stack, bare, difference, ratio) and, with
-``--profile OP``, a profile of the stack side of one operation
-(pyinstrument if installed, else cProfile)::
+Prints per-call medians (stack, bare, difference, ratio).  With
+``--profile OP``: a profile of the stack side of one operation
+(pyinstrument if installed, else cProfile).  With ``--pieces OP`` (a
+read): the stack alone, the registry's answers recorded once and then
+replayed, and the mean time of each of its main pieces inside the
+request, timed without a profiler's distortion::
 
     .venv/bin/python bench/hotpath.py [--samples 400] [--profile show]
+    .venv/bin/python bench/hotpath.py --pieces show
 
 This is the tool behind the hot-path work of the data-path issue: run it
 before and after a change to see the stack's per-call cost move.
@@ -17,7 +21,9 @@ before and after a change to see the stack's per-call cost move.
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
+import gc
 import json
 import pstats
 import statistics
@@ -30,8 +36,18 @@ from typing import Any
 
 import webob
 
+from instance_aware import context as ia_context
+from instance_aware.filters import (
+    capturing,
+    data_integrity,
+    documents,
+    headroom,
+    location_policy,
+)
 from instance_aware.local import glance as local_glance
 from instance_aware.local import identity
+from instance_aware.policies import enforcer
+from instance_aware.store import records
 
 PROJECT = 'bench-project'
 PATCH = 'application/openstack-images-v2.1-json-patch'
@@ -139,12 +155,116 @@ def profile(call: Call, samples: int) -> None:
     print(inst.output_text(unicode=True, color=False, show_all=False))
 
 
+#: What ``--pieces`` times: (owner, attribute, label).  Only functions
+#: that do not call themselves (a recursive one would count its inner
+#: calls again).
+PIECES: tuple[tuple[Any, str, str], ...] = (
+    (headroom.Headroom, '__call__', 'the whole stack'),
+    (capturing.CapturingFilter, 'give_back', 'giving keys back'),
+    (records.Records, 'values_of', '  mapping database read'),
+    (enforcer.Enforcer, 'decide', 'policy decisions'),
+    (ia_context, 'from_environ', "the caller's context"),
+    (location_policy.LocationPolicyFilter, 'process_response',
+     'location scrub'),
+    (documents, 'read', 'JSON read'),
+    (documents, 'finish', 'JSON write'),
+)
+
+
+class Replay:
+    """The registry below the stack, answering from a recording.
+
+    Records the answers of the application below the innermost filter,
+    then replays them: timed, the stack runs alone, in the same process
+    and on the same requests as it does in front of Glance.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.answers: dict[tuple[str, str, str], tuple[str, list[Any],
+                                                       bytes]] = {}
+        self.replaying = False
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        key = (environ['REQUEST_METHOD'], environ.get('PATH_INFO', ''),
+               environ.get('QUERY_STRING', ''))
+        if self.replaying:
+            status, headers, body = self.answers[key]
+            start_response(status, list(headers))
+            return [body]
+        seen: dict[str, Any] = {}
+
+        def record(status: str, headers: list[Any],
+                   exc_info: Any = None) -> Any:
+            seen['status'], seen['headers'] = status, headers
+            return start_response(status, headers, exc_info)
+
+        body = b''.join(self.app(environ, record))
+        self.answers[key] = (seen['status'], list(seen['headers']), body)
+        return [body]
+
+
+#: Operations ``--pieces`` can replay (writes make new ids every time).
+READS = ('show', 'list 25', 'list 100', 'rotation')
+
+
+def pieces(call: Call, samples: int, distinct: int) -> None:
+    """Time the stack alone and its pieces (see :data:`PIECES`);
+    ``distinct``: calls before the operation repeats its requests."""
+    # The innermost filter of the stacked pipeline (the only one loaded).
+    inner = next(obj for obj in gc.get_objects()
+                 if isinstance(obj, data_integrity.DataIntegrityFilter))
+    replay = inner.application = Replay(inner.application)
+    for _ in range(distinct):  # record each request the operation makes
+        call()
+    replay.replaying = True
+    totals: dict[str, int] = collections.defaultdict(int)
+    counts: collections.Counter[str] = collections.Counter()
+    originals = []
+    for owner, name, label in PIECES:
+        original = getattr(owner, name)
+        originals.append((owner, name, original))
+        setattr(owner, name, _timed(original, label, totals, counts))
+    try:
+        for _ in range(50):
+            call()
+        totals.clear()
+        counts.clear()
+        for _ in range(samples):
+            call()
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    print('The stack alone (the registry replayed), mean time per call; a '
+          'piece indented under another is part of it:')
+    print(f"{'piece':<28}{'us/call':>9}{'calls':>7}")
+    for _owner, _name, label in PIECES:
+        print(f'{label:<28}{totals[label] / samples / 1000:>9.1f}'
+              f'{counts[label] / samples:>7.1f}')
+
+
+def _timed(function: Callable[..., Any], label: str,
+           totals: dict[str, int],
+           counts: collections.Counter[str]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter_ns()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals[label] += time.perf_counter_ns() - started
+            counts[label] += 1
+    return timed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--samples', type=int, default=400)
     parser.add_argument('--images', type=int, default=300)
     parser.add_argument('--profile', metavar='OP',
                         help='profile the stack side of this operation')
+    parser.add_argument('--pieces', metavar='OP',
+                        help='time the stack alone and its pieces on this '
+                             'operation (the registry replayed)')
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix='ia-profile-') as tmp:
         state = local_glance.prepare(tmp)
@@ -170,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
                           expect=201)
         stack_ops = operations(stack, ids, instance, rotated)
         bare_ops = operations(bare, bare_ids, instance, rotated)
-        if args.profile:
+        if args.pieces:
+            if args.pieces not in READS:
+                parser.error(f'--pieces: one of {", ".join(READS)}')
+            pieces(stack_ops[args.pieces], args.samples, len(ids))
+        elif args.profile:
             if args.profile not in stack_ops:
                 parser.error(f'--profile: one of {", ".join(stack_ops)}')
             for _ in range(50):
