@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='time the stack alone and its pieces on this '
                              'operation (the registry replayed)')
     args = parser.parse_args(argv)
+    if args.pieces is not None and args.pieces not in READS:
+        parser.error(f'--pieces: one of {", ".join(READS)}')
     with tempfile.TemporaryDirectory(prefix='ia-profile-') as tmp:
         state = local_glance.prepare(tmp)
         apps = local_glance.load_apps(state)
@@ -291,8 +293,6 @@ def main(argv: list[str] | None = None) -> int:
         stack_ops = operations(stack, ids, instance, rotated)
         bare_ops = operations(bare, bare_ids, instance, rotated)
         if args.pieces:
-            if args.pieces not in READS:
-                parser.error(f'--pieces: one of {", ".join(READS)}')
             pieces(stack_ops[args.pieces], args.samples, len(ids))
         elif args.profile:
             if args.profile not in stack_ops:
