@@ -16,6 +16,8 @@ from keystoneauth1 import plugin
 from keystoneauth1 import session as ks_session
 
 DEFAULT_ROLES = ('reader', 'member')
+#: Roles of an administrator of the project.
+ADMIN_ROLES = ('admin', 'member', 'reader')
 
 
 def identity_headers(project: str,

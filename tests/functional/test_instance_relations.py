@@ -47,7 +47,7 @@ INSTANCE_KEYS = ('instance_uuid', 'image_type', 'backup_type', 'user_id',
                  'base_image_ref', 'owner_project_name', 'owner_user_name',
                  'owner_id', 'boot_roles', 'image_location', 'image_state',
                  'nova_installation_uuid')
-ADMIN = ('admin', 'member', 'reader')
+ADMIN = identity.ADMIN_ROLES
 #: Image fields that differ between two otherwise identical images.
 VOLATILE = ('id', 'owner', 'created_at', 'updated_at', 'self', 'file',
             'locations', 'direct_url')

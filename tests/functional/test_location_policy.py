@@ -60,7 +60,7 @@ PATCH21 = 'application/openstack-images-v2.1-json-patch'
 PATCH20 = 'application/openstack-images-v2.0-json-patch'
 #: Keys the stack hides (``loc_url``: the input of location_import tasks).
 HIDDEN = ('locations', 'direct_url', 'loc_url')
-ADMIN_ROLES = ('admin', 'reader', 'member')
+ADMIN_ROLES = identity.ADMIN_ROLES
 #: What the stack answers when it refuses (nothing reached Glance).
 REFUSED = {
     'read': 'You are not authorized to list the locations of this image.',

@@ -15,15 +15,15 @@ import pytest
 import requests
 
 from instance_aware.cmd import manage
+from instance_aware.local.identity import ADMIN_ROLES
 from instance_aware.local.server import GlanceServer
+from instance_aware.request import PATCH_V21
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.records import Records, RelationFields
 from tests.functional.conftest import headers
 
 TIMEOUT = 30
-ADMIN = ('admin', 'member', 'reader')
-PATCH21 = 'application/openstack-images-v2.1-json-patch'
 
 
 @pytest.fixture(scope='module')
@@ -103,8 +103,8 @@ def test_reconcile_repairs_crashes_and_bypassed_deletes(
     response = requests.patch(
         f'{server.bare_url}/v2/images/{given}',
         json=[{'op': 'replace', 'path': '/owner', 'value': other}],
-        headers={**headers(project, roles=ADMIN),
-                 'Content-Type': PATCH21}, timeout=TIMEOUT)
+        headers={**headers(project, roles=ADMIN_ROLES),
+                 'Content-Type': PATCH_V21}, timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     assert response.json()['owner'] == other
     assert _relation(server, given, project) is not None
