@@ -91,10 +91,14 @@ class Filter:
         anything else passes through untouched."""
         route = routing.match(environ.get('REQUEST_METHOD', 'GET'),
                               environ.get('PATH_INFO', ''))
-        if route.name not in self.ROUTES:
+        if not self.handles(route.name):
             return False
         environ['instance_aware.route'] = route
         return True
+
+    def handles(self, route_name: str | None) -> bool:
+        """Whether requests on this route are this filter's business."""
+        return route_name in self.ROUTES
 
     @webob.dec.wsgify(RequestClass=Request)
     def _handle(self, req: Request) -> webob.Response:

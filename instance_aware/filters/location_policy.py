@@ -30,16 +30,13 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import webob
 
-from instance_aware import capture, codec, errors, routing
+from instance_aware import capture, codec, errors
 from instance_aware.filters import base, documents
 from instance_aware.request import PATCH_V20, PATCH_V21, Request
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
 
 READ = 'instance_aware:get_image_location'
 FETCH = 'instance_aware:fetch_image_location'
@@ -77,14 +74,9 @@ _REDACTED = '[location hidden]'
 class LocationPolicyFilter(base.Filter):
     """Hide and guard image locations according to policy."""
 
-    def accepts(self, environ: WSGIEnvironment) -> bool:
+    def handles(self, route_name: str | None) -> bool:
         # Everything but image data: locations can appear anywhere.
-        route = routing.match(environ.get('REQUEST_METHOD', 'GET'),
-                              environ.get('PATH_INFO', ''))
-        if route.name in DATA_ROUTES:
-            return False
-        environ['instance_aware.route'] = route
-        return True
+        return route_name not in DATA_ROUTES
 
     # -- writes ------------------------------------------------------------
 
