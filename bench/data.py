@@ -281,7 +281,8 @@ class Endpoint:
 
 def _send_chunk(sock: socket.socket, piece: memoryview) -> None:
     """One chunk of a chunked body, in one system call if it can."""
-    parts = [b'%x\r\n' % len(piece), piece, b'\r\n']
+    parts: list[bytes | memoryview] = [b'%x\r\n' % len(piece), piece,
+                                       b'\r\n']
     sent = sock.sendmsg(parts)
     total = len(piece) + len(parts[0]) + 2
     if sent < total:

@@ -93,7 +93,7 @@ def run(stack: Side, bare: Side, args: argparse.Namespace) -> None:
                                         json={'name': 'seed',
                                               **_nova_keys(instance)})
             ids[side.name].append(created.json()['id'])
-    ops: list[tuple[str, Callable[[Side, int], None]]] = [
+    ops: list[tuple[str, Callable[[Side, int], object]]] = [
         ('show', lambda side, n: _check(side.timed(
             'show', 'GET', f'/v2/images/{ids[side.name][n % args.images]}',
             200), 'image_type', 'backup')),

@@ -143,19 +143,19 @@ def load_store(url: str, images: int, projects: int) -> None:
         if engine.dialect.name == 'sqlite':
             conn.exec_driver_sql('PRAGMA synchronous = OFF')
         for chunk in chunks(images, projects):
-            conn.execute(models.Image.__table__.insert(), [{
+            conn.execute(sa.insert(models.Image), [{
                 'id': r['number'] + 1, 'registry_id': 'default',
                 'image_id': r['id'], 'project_id': r['owner'],
                 'state': models.ACTIVE, 'image_created_at': r['created_at'],
                 'created_at': r['created_at'],
                 'updated_at': r['created_at']} for r in chunk])
-            conn.execute(models.Relation.__table__.insert(), [{
+            conn.execute(sa.insert(models.Relation), [{
                 'image_ref': r['number'] + 1,
                 'instance_uuid': r['instance_uuid'],
                 'image_type': r['image_type'],
                 'backup_type': r['backup_type'], 'trusted': True,
                 'asserted_by': 'nova'} for r in chunk])
-            conn.execute(models.Property.__table__.insert(), [{
+            conn.execute(sa.insert(models.Property), [{
                 'image_ref': r['number'] + 1, 'concern': models.INSTANCE,
                 'name': name, 'value': value,
                 'value_index': value[:models.INDEXED_VALUE_LENGTH]}
