@@ -121,6 +121,17 @@ def test_readme_mysql_url_names_its_extra() -> None:
     assert "'instance-aware[mysql]'" in before
 
 
+def test_docs_are_not_a_diary() -> None:
+    diary = re.compile(
+        r'(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|'
+        r'tenth|[0-9]+th|this|previous|earlier) sessions?\b|sessions of',
+        re.IGNORECASE)
+    pages = [README, *docsnippets.DOC.rglob('*.rst')]
+    found = [f'{page.name}: {match.group(0)}' for page in pages
+             for match in diary.finditer(page.read_text(encoding='utf-8'))]
+    assert not found, found
+
+
 def test_install_guide_includes_the_shipped_files() -> None:
     text = docsnippets.INSTALL_GUIDE.read_text(encoding='utf-8')
     for name in ('paste.ini', 'glance-api.conf.sample', 'glance-api.service',
