@@ -34,23 +34,34 @@ class Command:
         return self.argv[0]
 
 
-def console_blocks(path: pathlib.Path) -> list[list[str]]:
-    """The dedented lines of every ``code-block:: console`` in ``path``."""
+def code_blocks(path: pathlib.Path, language: str) -> list[list[str]]:
+    """The dedented lines of every ``code-block:: language`` in ``path``.
+
+    A block is the lines indented deeper than its directive (the
+    directive may itself sit in a list or a definition).
+    """
     lines = path.read_text(encoding='utf-8').splitlines()
     blocks: list[list[str]] = []
     index = 0
     while index < len(lines):
-        if lines[index].strip() != '.. code-block:: console':
-            index += 1
-            continue
+        line = lines[index]
         index += 1
+        if line.strip() != f'.. code-block:: {language}':
+            continue
+        indent = len(line) - len(line.lstrip())
         block: list[str] = []
         while index < len(lines) and (
-                not lines[index].strip() or lines[index].startswith(' ')):
+                not lines[index].strip()
+                or len(lines[index]) - len(lines[index].lstrip()) > indent):
             block.append(lines[index].strip())
             index += 1
-        blocks.append([line for line in block if line])
+        blocks.append([text for text in block if text])
     return blocks
+
+
+def console_blocks(path: pathlib.Path) -> list[list[str]]:
+    """The lines of every ``code-block:: console`` in ``path``."""
+    return code_blocks(path, 'console')
 
 
 def parse_command(line: str) -> Command:

@@ -60,7 +60,8 @@ NOT_RUN = {
     'uwsgi': 'no uWSGI build here; its file names the same application',
 }
 #: Commands of the guide this test runs.
-RUN = {'glance-manage', 'instance-aware-manage', 'gunicorn', 'openstack'}
+RUN = {'glance-manage', 'instance-aware-manage', 'gunicorn', 'openstack',
+       'sqlite3', 'oslopolicy-sample-generator'}
 
 #: Seconds Glance may take to answer after gunicorn starts.
 START_TIMEOUT = 90
@@ -204,8 +205,9 @@ class Host:
                 .replace(':9292', f':{self.port}'))
 
     def argv(self, cmd: Command) -> list[str]:
-        program = shutil.which(cmd.program, path=str(BIN))
-        assert program, cmd.program
+        program = (shutil.which(cmd.program, path=str(BIN))
+                   or shutil.which(cmd.program))
+        assert program, f'{cmd.program} is not installed'
         return [program] + [self.substitute(word) for word in cmd.argv[1:]]
 
     def env(self, cmd: Command) -> dict[str, str]:
@@ -250,6 +252,10 @@ class Host:
             paste.write(stream)
         for name in ('images', 'staging', 'tasks', 'image-cache', 'lock'):
             (self.var / name).mkdir()
+        rules = docsnippets.code_blocks(docsnippets.INSTALL_GUIDE, 'yaml')
+        assert len(rules) == 1, rules
+        (self.etc / 'policy.yaml').write_text(
+            '\n'.join(rules[0]) + '\n', encoding='utf-8')
 
     @contextlib.contextmanager
     def serving(self, cmd: Command) -> Iterator[str]:
@@ -327,6 +333,10 @@ def test_install_guide_from_top_to_bottom(tmp_path: pathlib.Path) -> None:
     host = Host(tmp_path)
     host.install('trusted-headers')
     host.run(_find('glance-manage', 'db_sync'))
+    host.run(_find('sqlite3'))
+    with contextlib.closing(sqlite3.connect(host.glance_db)) as db:
+        stats = db.execute('SELECT count(*) FROM sqlite_stat1').fetchone()
+        assert stats[0] > 0, 'ANALYZE wrote no planner statistics'
     host.run(_all('instance-aware-manage', 'sync')[0])
     version = host.run(_find('instance-aware-manage', 'version'))
     head = migration.head()
@@ -346,6 +356,13 @@ def test_install_guide_from_top_to_bottom(tmp_path: pathlib.Path) -> None:
         shown = _image_show(base, _find('openstack', 'show'), creator)
         assert shown['id'] == created['id']
         assert {k: shown[k] for k in properties} == properties
+        # Glance shows locations (the sample turns them on); the stack
+        # hides them from a project member, as the guide's policy says.
+        assert 'locations' not in shown and 'direct_url' not in shown
+        admin = requests.get(
+            f'{base}/v2/images/{created["id"]}', timeout=TIMEOUT,
+            headers=identity.identity_headers(uuid.uuid4().hex, ['admin']))
+        assert admin.json()['locations'] == [], admin.text
         stored = _glance_properties(host, str(created['id']))
         assert not set(properties) & set(stored), stored
         # The upgrade path: the schema is already at head, reconcile
@@ -377,3 +394,23 @@ def test_without_keystone_every_image_call_is_refused(
         assert '403 Forbidden' in response.text, response.text
     guide = docsnippets.INSTALL_GUIDE.read_text(encoding='utf-8')
     assert '``403 Forbidden`` to every image call' in guide
+
+
+def test_policy_sample_and_installation_uuid_commands() -> None:
+    host_env = dict(os.environ)
+    sample = subprocess.run(
+        [str(BIN / 'oslopolicy-sample-generator'),
+         *_find('oslopolicy-sample-generator').argv[1:]],
+        capture_output=True, text=True, timeout=120, check=True,
+        env=host_env)
+    documented = docsnippets.code_blocks(docsnippets.INSTALL_GUIDE, 'yaml')
+    for rule in documented[0]:
+        name = rule.split('"')[1]
+        assert f'#"{name}":' in sample.stdout, name
+    generated = subprocess.run(
+        [str(BIN / 'instance-aware-manage'),
+         *_find('instance-aware-manage',
+                'generate-installation-uuid').argv[1:]],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert str(uuid.UUID(generated.stdout.split()[0])) == (
+        generated.stdout.split()[0])
