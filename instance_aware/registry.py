@@ -61,9 +61,12 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """For ``oslo-config-generator``: deep copies, with the ``password``
+    plugin's options as the documented example of the credentials."""
     opts = copy.deepcopy(OPTS)
     opts += ks_loading.get_session_conf_options()
     opts += ks_loading.get_auth_common_conf_options()
+    opts += ks_loading.get_auth_plugin_conf_options('password')
     return [(GROUP, opts)]
 
 
