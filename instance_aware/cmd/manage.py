@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import uuid
@@ -247,7 +248,11 @@ def _registry_errors(client: registry.RegistryClient,
 
 
 def reconcile(conf: cfg.ConfigOpts) -> int:
-    """Repair the store against the registry; print a summary."""
+    """Repair the store against the registry; print a summary.
+
+    Exit code 1 when key operations failed again or could not be retried
+    while some wait: cron must notice what still needs a hand.
+    """
     options = conf.command
     _require_configuration(conf)
     client = _registry_client(conf)
@@ -266,27 +271,54 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
         print('Dry run: nothing was changed.')
     for line in summary.lines(options.dry_run):
         print(line)
-    if keys is not None:
-        print(f'{keys.retried} failed key operations retried: '
-              f'{keys.succeeded} succeeded, {keys.failed} failed again, '
-              f'{keys.skipped} waiting for their image')
+    if keys is None:
+        return 0
+    print(keys.line)
+    if keys.problem:
+        print(f'{PROG}: error: {keys.problem}', file=sys.stderr)
+        return 1
     return 0
 
 
+@dataclasses.dataclass(frozen=True)
+class _KeyRetries:
+    """The key part of ``reconcile``: its summary line, and what failed
+    (``None``: nothing)."""
+
+    line: str
+    problem: str | None = None
+
+
 def _retry_keys(conf: cfg.ConfigOpts, db: ia_engine.Database,
-                registry_id: str) -> lifecycle.RetrySummary | None:
+                registry_id: str) -> _KeyRetries | None:
     """Finish the key operations a request could not (``failed`` rows).
 
-    ``None`` when the key lifecycle is off.
+    ``None`` when the key lifecycle is off.  Without service credentials
+    (a configuration that never set ``[instance_aware_keys]``) the part is
+    skipped with a line saying why and how many operations wait.
     """
     key_opts.register_opts(conf)
     if not conf[key_opts.GROUP].enabled:
         return None
     try:
         keys = lifecycle.KeyLifecycle(conf, db, registry_id)
-        return keys.retry_failed(lifecycle.service_contexts(conf))
+        contexts = lifecycle.service_contexts(conf)
     except cfg.Error as exc:
-        raise CommandError(f'key lifecycle: {exc}') from exc
+        waiting = lifecycle.count_failed(db, registry_id)
+        line = (f'Key operations not retried: [{key_opts.GROUP}] is not '
+                f'configured ({exc}); {waiting} failed key operations '
+                'waiting.  Set its service credentials, or enabled = false '
+                'where no key manager is deployed.')
+        problem = (f'{waiting} failed key operations could not be retried'
+                   if waiting else None)
+        return _KeyRetries(line, problem)
+    result = keys.retry_failed(contexts)
+    line = (f'{result.retried} failed key operations retried: '
+            f'{result.succeeded} succeeded, {result.failed} failed again, '
+            f'{result.skipped} waiting for their image')
+    problem = (f'{result.failed} key operations failed again (see the '
+               'log)' if result.failed else None)
+    return _KeyRetries(line, problem)
 
 
 def adopt(conf: cfg.ConfigOpts) -> int:

@@ -47,6 +47,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from castellan import key_manager as castellan_key_manager
@@ -74,7 +75,7 @@ __all__ = [
     'KEY_DELETED', 'NONE', 'ON_IMAGE_DELETION', 'ConsumersRemain',
     'KeyLifecycle', 'KeyLifecycleError', 'KeyManagerUnavailable',
     'KeyNotAccessible', 'RetrySummary', 'ServiceContextFactory',
-    'consumer', 'list_opts', 'service_contexts',
+    'consumer', 'count_failed', 'list_opts', 'service_contexts',
 ]
 
 LOG = logging.getLogger(__name__)
@@ -116,6 +117,28 @@ def _check_key_id(key_id: str) -> None:
     except (ValueError, TypeError, AttributeError):
         raise KeyNotAccessible(f'{key_id!r} is not a key manager secret id',
                                errors.NOT_FOUND) from None
+
+
+def _failed_rows(registry_id: str) -> sa.Select[Any]:
+    """Images of ``registry_id`` with a key in the ``failed`` state."""
+    return (
+        sa.select(models.Image)
+        .join(models.EncryptionKey,
+              models.EncryptionKey.image_ref == models.Image.id)
+        .where(models.Image.registry_id == registry_id,
+               models.EncryptionKey.lifecycle_state == FAILED))
+
+
+def count_failed(db: Database, registry_id: str) -> int:
+    """How many key operations wait for a retry (no key manager needed:
+    ``reconcile`` reports them when it cannot retry).
+
+    :raises StoreError: the mapping database failed.
+    """
+    query = sa.select(sa.func.count()).select_from(
+        _failed_rows(registry_id).subquery())
+    with db.session() as session:
+        return int(session.scalar(query) or 0)
 
 
 @dataclasses.dataclass
@@ -460,11 +483,8 @@ class KeyLifecycle:
 
     def _failed(self, limit: int | None) -> list[_Key]:
         query = (
-            sa.select(models.Image, models.EncryptionKey)
-            .join(models.EncryptionKey,
-                  models.EncryptionKey.image_ref == models.Image.id)
-            .where(models.Image.registry_id == self.registry_id,
-                   models.EncryptionKey.lifecycle_state == FAILED)
+            _failed_rows(self.registry_id)
+            .add_columns(models.EncryptionKey)
             .order_by(models.EncryptionKey.updated_at,
                       models.EncryptionKey.id))
         if limit is not None:
