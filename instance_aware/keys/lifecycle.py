@@ -184,6 +184,8 @@ class KeyLifecycle:
         self.conf = conf
         self.db = db
         self.registry_id = registry_id
+        #: Why no key manager call can work (the configuration lacks it).
+        self.missing: str | None = None
         if key_manager is not None:
             self.key_manager = key_manager
             return
@@ -191,14 +193,19 @@ class KeyLifecycle:
         # ``options.set_defaults`` is not used: it instantiates every
         # backend on the global CONF.
         self.key_manager = castellan_key_manager.API(conf)
-        if (conf[opts.GROUP].auth_mode == opts.TRUSTED_HEADERS
-                and conf.key_manager.backend == 'barbican'
-                and not conf.barbican.barbican_endpoint):
-            # Trusted headers carry no token, hence no catalog to search.
-            raise cfg.RequiredOptError('barbican_endpoint',
-                                       cfg.OptGroup('barbican'))
+        self.missing = opts.missing_key_manager(conf)
 
     # -- calls made for a request ----------------------------------------
+
+    def _caller(self, context: oslo_context.RequestContext
+                ) -> oslo_context.RequestContext:
+        """The castellan context acting as the caller.
+
+        :raises KeyManagerNotConfigured: see :attr:`missing`.
+        """
+        if self.missing is not None:
+            raise errors.KeyManagerNotConfigured(self.missing)
+        return auth.caller_context(self.conf, context)
 
     def check_readable(self, context: oslo_context.RequestContext,
                        key_id: str) -> None:
@@ -207,9 +214,10 @@ class KeyLifecycle:
         :raises KeyNotAccessible: no such secret, or not the caller's
             (``reason`` says which; tell the client neither).
         :raises KeyManagerUnavailable: the key manager could not answer.
+        :raises KeyManagerNotConfigured: the deployment has none.
         """
         _check_key_id(key_id)
-        km_context = auth.caller_context(self.conf, context)
+        km_context = self._caller(context)
         try:
             self.key_manager.get(km_context, key_id, metadata_only=True)
         except Exception as exc:
@@ -235,7 +243,7 @@ class KeyLifecycle:
         _check_key_id(key_id)
         replaced = self._attach(image_id, key_id, deletion_policy)
         try:
-            km_context = auth.caller_context(self.conf, context)
+            km_context = self._caller(context)
             if replaced is not None:
                 self._release_quietly(km_context, replaced, image_id)
             state = self._register(km_context, key_id, image_id)
@@ -276,7 +284,7 @@ class KeyLifecycle:
         if key is None or key.lifecycle_state == KEY_DELETED:
             return None if key is None else KEY_DELETED
         try:
-            km_context = auth.caller_context(self.conf, context)
+            km_context = self._caller(context)
             state = self._release(km_context, key)
         except KeyLifecycleError as exc:
             LOG.warning('Key %s of deleted image %s not released (%s); '
@@ -492,3 +500,13 @@ class KeyLifecycle:
         with self.db.session() as session:
             return [key for image, _row in session.execute(query)
                     if (key := self._key(image)) is not None]
+
+
+def configuration_problem(conf: cfg.ConfigOpts) -> str | None:
+    """Why the key lifecycle cannot work with this configuration
+    (``None``: it may, or it is off), checked once at start-up."""
+    opts.register_opts(conf)
+    if not conf[opts.GROUP].enabled:
+        return None
+    castellan_key_manager.API(conf)  # registers [key_manager], [barbican]
+    return opts.missing_key_manager(conf)
