@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from instance_aware import version
 from instance_aware.local import glance, server
 
 PROG = 'instance-aware'
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser, one sub-parser per command."""
     parser = argparse.ArgumentParser(
         prog=PROG, description='Developer tools of instance-aware.')
+    parser.add_argument('--version', action='version',
+                        version=f'%(prog)s {version.version_string()}')
     commands = parser.add_subparsers(dest='command', required=True,
                                      title='Commands')
     run = commands.add_parser(

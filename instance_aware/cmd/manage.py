@@ -9,8 +9,9 @@
 ``db version``
     The revision the database is at, and the newest one shipped.
 ``generate-installation-uuid``
-    A fresh UUID identifying one Nova installation, for the deployer to
-    configure on that installation's side (``X-Nova-Installation-UUID``).
+    A fresh UUID identifying one Nova installation.  Stock Nova sends
+    neither ``X-Nova-Installation-UUID`` nor the ``nova_installation_uuid``
+    property: the deployment attaches it to that installation's requests.
 ``adopt [--dry-run] [--batch-size N] [--trust] [--endpoint URL]``
     Once, after deploying the stack: move the captured keys Glance stored
     for images created before it into the mapping database (then remove
@@ -26,7 +27,8 @@
 The database is the one the filters use: ``[instance_aware] connection``
 (unset: the SQLite file in ``state_path``).  Without ``--config-file``,
 Glance API's own files are read, as ``glance-manage`` does, so the command
-needs no flags on a Glance host.
+needs no flags on a Glance host; with no configuration file at all the
+database commands refuse to guess.  ``db sync`` names the database first.
 
 Exit codes: 0 done; 1 the database or the configuration could not be used
 (one line on stderr, never a traceback: operators script these commands);
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import uuid
@@ -52,7 +55,7 @@ from sqlalchemy.engine import make_url
 from instance_aware import adopt as ia_adopt
 from instance_aware import conf as ia_conf
 from instance_aware import reconcile as ia_reconcile
-from instance_aware import registry
+from instance_aware import registry, version
 from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import engine as ia_engine
@@ -88,8 +91,23 @@ def _reason(exc: BaseException) -> str:
     return lines[0] if lines else type(cause).__name__
 
 
+def _require_configuration(conf: cfg.ConfigOpts) -> None:
+    """Refuse to guess the database when no configuration file was read.
+
+    The fallback would be the default SQLite file of a Glance host
+    (``/var/lib/glance``), rarely what an operator who forgot
+    ``--config-file`` on another machine meant.
+    """
+    if not conf.config_file and not conf.config_dir:
+        raise CommandError(
+            'no configuration file found (looked for glance-api.conf in '
+            '~/.glance/, ~/, /etc/glance/ and /etc/): pass --config-file '
+            'with the [instance_aware] connection of the database')
+
+
 def _connection(conf: cfg.ConfigOpts) -> tuple[str, str]:
     """The configured URL, and how to show it (without the password)."""
+    _require_configuration(conf)
     url = ia_conf.FilterConfig(conf)['connection']
     try:
         shown = make_url(url).render_as_string(hide_password=True)
@@ -141,8 +159,28 @@ def _sqlite_file_missing(url: str) -> bool:
             and not os.path.exists(str(database)))
 
 
+def _sources(conf: cfg.ConfigOpts) -> str:
+    """The configuration files read, for the operator to check."""
+    files = [*conf.config_file]
+    if conf.config_dir:
+        files.append(f'{conf.config_dir}/*.conf')
+    return ', '.join(files)
+
+
 def db_sync(conf: cfg.ConfigOpts) -> int:
-    """Create or upgrade the schema to ``--revision`` (default: head)."""
+    """Create or upgrade the schema to ``--revision`` (default: head).
+
+    The database is named on the first line, and a new SQLite file (the
+    default when ``connection`` is unset) is announced: the operator sees
+    which database the command chose from which files.
+    """
+    url, shown = _connection(conf)
+    new_file = _sqlite_file_missing(url)
+    print(f'Database: {shown} (configuration: {_sources(conf)})')
+    if new_file:
+        print(f'Creating the SQLite database file {make_url(url).database}'
+              ' ([instance_aware] connection names a file that does not '
+              'exist yet).')
     with _database(conf) as engine:
         before = migration.current(engine)
         try:
@@ -180,8 +218,10 @@ def db_version(conf: cfg.ConfigOpts) -> int:
 def generate_installation_uuid(conf: cfg.ConfigOpts) -> int:
     """Print a fresh UUID4 (stdout) and what it is for (stderr)."""
     print(uuid.uuid4())
-    print('Configure it as the Nova installation UUID: Nova sends it to '
-          'Glance as X-Nova-Installation-UUID.', file=sys.stderr)
+    print('The identity of one Nova installation: its snapshots carry it '
+          'as the nova_installation_uuid image property or the '
+          'X-Nova-Installation-UUID header. Stock Nova sends neither: the '
+          'deployment adds it.', file=sys.stderr)
     return 0
 
 
@@ -208,8 +248,13 @@ def _registry_errors(client: registry.RegistryClient,
 
 
 def reconcile(conf: cfg.ConfigOpts) -> int:
-    """Repair the store against the registry; print a summary."""
+    """Repair the store against the registry; print a summary.
+
+    Exit code 1 when key operations failed again or could not be retried
+    while some wait: cron must notice what still needs a hand.
+    """
     options = conf.command
+    _require_configuration(conf)
     client = _registry_client(conf)
     settings = ia_conf.FilterConfig(conf)
     with _database(conf) as engine:
@@ -226,32 +271,60 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
         print('Dry run: nothing was changed.')
     for line in summary.lines(options.dry_run):
         print(line)
-    if keys is not None:
-        print(f'{keys.retried} failed key operations retried: '
-              f'{keys.succeeded} succeeded, {keys.failed} failed again, '
-              f'{keys.skipped} waiting for their image')
+    if keys is None:
+        return 0
+    print(keys.line)
+    if keys.problem:
+        print(f'{PROG}: error: {keys.problem}', file=sys.stderr)
+        return 1
     return 0
 
 
+@dataclasses.dataclass(frozen=True)
+class _KeyRetries:
+    """The key part of ``reconcile``: its summary line, and what failed
+    (``None``: nothing)."""
+
+    line: str
+    problem: str | None = None
+
+
 def _retry_keys(conf: cfg.ConfigOpts, db: ia_engine.Database,
-                registry_id: str) -> lifecycle.RetrySummary | None:
+                registry_id: str) -> _KeyRetries | None:
     """Finish the key operations a request could not (``failed`` rows).
 
-    ``None`` when the key lifecycle is off.
+    ``None`` when the key lifecycle is off.  Without service credentials
+    (a configuration that never set ``[instance_aware_keys]``) the part is
+    skipped with a line saying why and how many operations wait.
     """
     key_opts.register_opts(conf)
     if not conf[key_opts.GROUP].enabled:
         return None
     try:
         keys = lifecycle.KeyLifecycle(conf, db, registry_id)
-        return keys.retry_failed(lifecycle.service_contexts(conf))
+        contexts = lifecycle.service_contexts(conf)
     except cfg.Error as exc:
-        raise CommandError(f'key lifecycle: {exc}') from exc
+        waiting = lifecycle.count_failed(db, registry_id)
+        line = (f'Key operations not retried: [{key_opts.GROUP}] is not '
+                f'configured ({exc}); {waiting} failed key operations '
+                'waiting.  Set its service credentials, or enabled = false '
+                'where no key manager is deployed.')
+        problem = (f'{waiting} failed key operations could not be retried'
+                   if waiting else None)
+        return _KeyRetries(line, problem)
+    result = keys.retry_failed(contexts)
+    line = (f'{result.retried} failed key operations retried: '
+            f'{result.succeeded} succeeded, {result.failed} failed again, '
+            f'{result.skipped} waiting for their image')
+    problem = (f'{result.failed} key operations failed again (see the '
+               'log)' if result.failed else None)
+    return _KeyRetries(line, problem)
 
 
 def adopt(conf: cfg.ConfigOpts) -> int:
     """Move keys Glance stored before the stack into the mapping store."""
     options = conf.command
+    _require_configuration(conf)
     client = _registry_client(conf)
     with _registry_errors(client):
         stacked = client.behind_stack()
@@ -370,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         'command', title='Commands', handler=add_command_parsers))
     try:
         conf(argv, project='glance', prog=PROG,
+             version=version.version_string(),
              default_config_files=_default_config_files())
     except SystemExit as exc:  # argparse: --help, or bad usage (2)
         return _exit_code(exc)

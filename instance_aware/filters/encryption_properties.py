@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 import webob
 import webob.exc
@@ -108,6 +109,23 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
     READ_RULE = 'instance_aware:get_encryption_properties'
     WRITE_RULE = 'instance_aware:set_encryption_properties'
 
+    #: The answer when the deployment has no key manager (the log names
+    #: the missing option): a configuration error, not an outage, so a
+    #: 400 that clients do not retry, as Glance answers a request for a
+    #: feature its configuration leaves out (a disabled import method).
+    NO_KEY_MANAGER = ('This deployment accepts no encrypted images: no key '
+                      'manager is configured.  Nothing was changed.')
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        problem = key_lifecycle.configuration_problem(self.oslo_conf)
+        if problem is not None:
+            LOG.error('Encrypted images will be refused (400): %s.  '
+                      'Configure the key manager as for Glance, or set '
+                      '[%s] enabled = false to store encryption properties '
+                      'without checking their secrets.', problem,
+                      key_opts.GROUP)
+
     @property
     def keys(self) -> frozenset[str]:
         return KEYS
@@ -170,6 +188,9 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
                 f"Invalid value for property '{name}': no secret "
                 f"'{key[0]}' is available to you in the key manager."
             ) from None
+        except key_errors.KeyManagerNotConfigured as exc:
+            LOG.error('Encrypted image refused: %s', exc)
+            raise errors.bad_request(self.NO_KEY_MANAGER) from None
         except key_errors.KeyLifecycleError as exc:
             LOG.error('Key manager unavailable checking secret %s: %s',
                       key[0], exc)

@@ -180,8 +180,9 @@ def caller_context(conf: cfg.ConfigOpts, ctx: oslo_context.RequestContext
     """The castellan context acting as the caller of the request.
 
     :raises KeyNotAccessible: the caller is anonymous.
-    :raises KeyManagerUnavailable: ``token`` mode but the request carries
-        no token (a pipeline without ``authtoken``: a deployment error).
+    :raises KeyManagerNotConfigured: ``token`` mode but the request
+        carries no token (a pipeline without ``authtoken``: a deployment
+        error).
     """
     opts.register_opts(conf)
     group = conf[opts.GROUP]
@@ -193,7 +194,7 @@ def caller_context(conf: cfg.ConfigOpts, ctx: oslo_context.RequestContext
     if group.auth_mode == opts.TRUSTED_HEADERS:
         auth = HeadersAuth(identity_headers(ctx), group.timeout)
     elif not ctx.auth_token:
-        raise errors.KeyManagerUnavailable(
+        raise errors.KeyManagerNotConfigured(
             'the request carries no token to forward to the key manager; '
             f'[{opts.GROUP}] auth_mode = {opts.TOKEN} needs keystonemiddleware'
             "'s authtoken in the pipeline")

@@ -11,7 +11,11 @@ three outcomes callers act on:
 * :class:`ConsumersRemain`: the secret was not deleted because other
   consumers still use it: a warning, the intended outcome of the spec;
 * :class:`KeyManagerUnavailable`: anything else (unreachable, 5xx, 401 on
-  a token our own pipeline accepted, misconfiguration): a 503, retried.
+  a token our own pipeline accepted): a 503, retried.
+
+:class:`KeyManagerNotConfigured` is decided from the configuration, before
+any call: no key manager, or no way to authenticate to it.  Retrying
+cannot help, so it is a 400 that says so, not a 503.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ class KeyNotAccessible(KeyLifecycleError):
 
 class KeyManagerUnavailable(KeyLifecycleError):
     """The key manager could not be reached or failed: retry later."""
+
+
+class KeyManagerNotConfigured(KeyLifecycleError):
+    """The deployment has no usable key manager configuration; the
+    message names the missing option (for the log, not the client)."""
 
 
 class ConsumersRemain(KeyLifecycleError):

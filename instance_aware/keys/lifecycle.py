@@ -47,6 +47,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from castellan import key_manager as castellan_key_manager
@@ -74,7 +75,7 @@ __all__ = [
     'KEY_DELETED', 'NONE', 'ON_IMAGE_DELETION', 'ConsumersRemain',
     'KeyLifecycle', 'KeyLifecycleError', 'KeyManagerUnavailable',
     'KeyNotAccessible', 'RetrySummary', 'ServiceContextFactory',
-    'consumer', 'list_opts', 'service_contexts',
+    'consumer', 'count_failed', 'list_opts', 'service_contexts',
 ]
 
 LOG = logging.getLogger(__name__)
@@ -116,6 +117,28 @@ def _check_key_id(key_id: str) -> None:
     except (ValueError, TypeError, AttributeError):
         raise KeyNotAccessible(f'{key_id!r} is not a key manager secret id',
                                errors.NOT_FOUND) from None
+
+
+def _failed_rows(registry_id: str) -> sa.Select[Any]:
+    """Images of ``registry_id`` with a key in the ``failed`` state."""
+    return (
+        sa.select(models.Image)
+        .join(models.EncryptionKey,
+              models.EncryptionKey.image_ref == models.Image.id)
+        .where(models.Image.registry_id == registry_id,
+               models.EncryptionKey.lifecycle_state == FAILED))
+
+
+def count_failed(db: Database, registry_id: str) -> int:
+    """How many key operations wait for a retry (no key manager needed:
+    ``reconcile`` reports them when it cannot retry).
+
+    :raises StoreError: the mapping database failed.
+    """
+    query = sa.select(sa.func.count()).select_from(
+        _failed_rows(registry_id).subquery())
+    with db.session() as session:
+        return int(session.scalar(query) or 0)
 
 
 @dataclasses.dataclass
@@ -161,6 +184,8 @@ class KeyLifecycle:
         self.conf = conf
         self.db = db
         self.registry_id = registry_id
+        #: Why no key manager call can work (the configuration lacks it).
+        self.missing: str | None = None
         if key_manager is not None:
             self.key_manager = key_manager
             return
@@ -168,14 +193,19 @@ class KeyLifecycle:
         # ``options.set_defaults`` is not used: it instantiates every
         # backend on the global CONF.
         self.key_manager = castellan_key_manager.API(conf)
-        if (conf[opts.GROUP].auth_mode == opts.TRUSTED_HEADERS
-                and conf.key_manager.backend == 'barbican'
-                and not conf.barbican.barbican_endpoint):
-            # Trusted headers carry no token, hence no catalog to search.
-            raise cfg.RequiredOptError('barbican_endpoint',
-                                       cfg.OptGroup('barbican'))
+        self.missing = opts.missing_key_manager(conf)
 
     # -- calls made for a request ----------------------------------------
+
+    def _caller(self, context: oslo_context.RequestContext
+                ) -> oslo_context.RequestContext:
+        """The castellan context acting as the caller.
+
+        :raises KeyManagerNotConfigured: see :attr:`missing`.
+        """
+        if self.missing is not None:
+            raise errors.KeyManagerNotConfigured(self.missing)
+        return auth.caller_context(self.conf, context)
 
     def check_readable(self, context: oslo_context.RequestContext,
                        key_id: str) -> None:
@@ -184,9 +214,10 @@ class KeyLifecycle:
         :raises KeyNotAccessible: no such secret, or not the caller's
             (``reason`` says which; tell the client neither).
         :raises KeyManagerUnavailable: the key manager could not answer.
+        :raises KeyManagerNotConfigured: the deployment has none.
         """
         _check_key_id(key_id)
-        km_context = auth.caller_context(self.conf, context)
+        km_context = self._caller(context)
         try:
             self.key_manager.get(km_context, key_id, metadata_only=True)
         except Exception as exc:
@@ -212,7 +243,7 @@ class KeyLifecycle:
         _check_key_id(key_id)
         replaced = self._attach(image_id, key_id, deletion_policy)
         try:
-            km_context = auth.caller_context(self.conf, context)
+            km_context = self._caller(context)
             if replaced is not None:
                 self._release_quietly(km_context, replaced, image_id)
             state = self._register(km_context, key_id, image_id)
@@ -253,7 +284,7 @@ class KeyLifecycle:
         if key is None or key.lifecycle_state == KEY_DELETED:
             return None if key is None else KEY_DELETED
         try:
-            km_context = auth.caller_context(self.conf, context)
+            km_context = self._caller(context)
             state = self._release(km_context, key)
         except KeyLifecycleError as exc:
             LOG.warning('Key %s of deleted image %s not released (%s); '
@@ -460,11 +491,8 @@ class KeyLifecycle:
 
     def _failed(self, limit: int | None) -> list[_Key]:
         query = (
-            sa.select(models.Image, models.EncryptionKey)
-            .join(models.EncryptionKey,
-                  models.EncryptionKey.image_ref == models.Image.id)
-            .where(models.Image.registry_id == self.registry_id,
-                   models.EncryptionKey.lifecycle_state == FAILED)
+            _failed_rows(self.registry_id)
+            .add_columns(models.EncryptionKey)
             .order_by(models.EncryptionKey.updated_at,
                       models.EncryptionKey.id))
         if limit is not None:
@@ -472,3 +500,13 @@ class KeyLifecycle:
         with self.db.session() as session:
             return [key for image, _row in session.execute(query)
                     if (key := self._key(image)) is not None]
+
+
+def configuration_problem(conf: cfg.ConfigOpts) -> str | None:
+    """Why the key lifecycle cannot work with this configuration
+    (``None``: it may, or it is off), checked once at start-up."""
+    opts.register_opts(conf)
+    if not conf[opts.GROUP].enabled:
+        return None
+    castellan_key_manager.API(conf)  # registers [key_manager], [barbican]
+    return opts.missing_key_manager(conf)

@@ -65,6 +65,36 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
+#: castellan's names of its Barbican backend (``[key_manager] backend``).
+BARBICAN_BACKENDS = frozenset({
+    'barbican', 'castellan.key_manager.barbican_key_manager.'
+                'BarbicanKeyManager'})
+
+
+def missing_key_manager(conf: cfg.ConfigOpts) -> str | None:
+    """What in the configuration keeps every key manager call from
+    working, naming the option; ``None`` when nothing visibly does.
+
+    castellan's options must be registered (by its ``key_manager.API``).
+    Only Barbican is checked: other backends have options of their own.
+    An ``auth_endpoint`` left at castellan's default counts as unset: a
+    deployer who configured Barbican set one of the two.
+    """
+    if conf.key_manager.backend not in BARBICAN_BACKENDS:
+        return None
+    if conf.barbican.barbican_endpoint:
+        return None
+    if conf[GROUP].auth_mode == TRUSTED_HEADERS:
+        return ('[barbican] barbican_endpoint is not set: '
+                f'[{GROUP}] auth_mode = {TRUSTED_HEADERS} sends no token, '
+                'so there is no service catalog to find Barbican in')
+    where = conf.get_location('auth_endpoint', 'barbican')
+    if where is None or where.location == cfg.Locations.opt_default:
+        return ('no key manager is configured: neither [barbican] '
+                'barbican_endpoint nor [barbican] auth_endpoint is set')
+    return None
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register the group, with the service credentials; idempotent."""
     conf.register_opts(OPTS, group=GROUP)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import orm
+from sqlalchemy.engine import make_url
 
 from instance_aware.cmd import manage
 from instance_aware.store import migration, models
@@ -151,12 +152,16 @@ def test_manage_db_sync_twice(db_url: str, tmp_path: pathlib.Path,
     config.write_text(f'[instance_aware]\nconnection = {db_url}\n')
     head = migration.head()
     argv = ['--config-file', str(config), 'db']
+    named = (f'Database: {make_url(db_url).render_as_string()} '
+             f'(configuration: {config})')
+    assert manage.main([*argv, 'sync']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (lines[0], lines[-1]) == (
+        named,
+        f'Database schema upgraded from revision None to revision {head}.')
     assert manage.main([*argv, 'sync']) == 0
     assert capsys.readouterr().out == (
-        f'Database schema upgraded from revision None to revision {head}.\n')
-    assert manage.main([*argv, 'sync']) == 0
-    assert capsys.readouterr().out == (
-        f'Database schema already at revision {head}.\n')
+        f'{named}\nDatabase schema already at revision {head}.\n')
     assert manage.main([*argv, 'version']) == 0
     assert capsys.readouterr() == (
         f'Current revision: {head}\nHead revision: {head}\n', '')

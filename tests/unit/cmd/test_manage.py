@@ -13,9 +13,11 @@ import pathlib
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 
 import pytest
 
+from instance_aware.cmd import main as cli_main
 from instance_aware.cmd import manage
 from instance_aware.store import migration
 
@@ -53,14 +55,18 @@ def test_db_sync_twice_then_version(
         config_file: str, database: pathlib.Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     argv = ['--config-file', config_file, 'db']
+    named = f'Database: sqlite:///{database} (configuration: {config_file})'
     assert manage.main([*argv, 'sync']) == 0
     assert capsys.readouterr() == (
+        f'{named}\n'
+        f'Creating the SQLite database file {database} ([instance_aware] '
+        'connection names a file that does not exist yet).\n'
         f'Database schema upgraded from revision None to revision '
         f'{HEAD}.\n', '')
     assert database.is_file()
     assert manage.main([*argv, 'sync']) == 0
     assert capsys.readouterr() == (
-        f'Database schema already at revision {HEAD}.\n', '')
+        f'{named}\nDatabase schema already at revision {HEAD}.\n', '')
     assert manage.main([*argv, 'version']) == 0
     assert capsys.readouterr() == (
         f'Current revision: {HEAD}\nHead revision: {HEAD}\n', '')
@@ -105,6 +111,8 @@ def test_generate_installation_uuid(
         assert (out, value.version) == (f'{value}\n', 4)
         assert len(err.splitlines()) == 1
         assert 'X-Nova-Installation-UUID' in err
+        assert 'Stock Nova sends neither' in err
+        assert 'Nova sends it' not in err
         printed.append(value)
     assert printed[0] != printed[1]
 
@@ -124,7 +132,9 @@ def test_unreachable_database_is_one_line_and_exit_1(
     assert manage.main(['--config-file', config, 'db', *command]) == 1
     out, err = capsys.readouterr()
     line = _one_line_error(err)
-    assert out == ''
+    shown = url.replace('s3cret', '***')
+    assert out == ('' if command == ['version'] else
+                   f'Database: {shown} (configuration: {config})\n')
     assert '127.0.0.1:1' in line
     assert 'refused' in line.lower()
     assert 's3cret' not in line
@@ -168,6 +178,58 @@ def test_missing_config_file_exits_2(
     assert str(missing) in _one_line_error(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize('command', [
+    pytest.param(['db', 'sync'], id='sync'),
+    pytest.param(['db', 'version'], id='version'),
+    pytest.param(['reconcile'], id='reconcile'),
+    pytest.param(['adopt'], id='adopt'),
+])
+def test_no_configuration_file_is_refused(
+        command: list[str], tmp_path: pathlib.Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """No file found: the command names what it looked for and creates
+    nothing (not the default ``/var/lib/glance`` SQLite file)."""
+    monkeypatch.setattr(manage, '_default_config_files', lambda: [])
+    monkeypatch.chdir(tmp_path)
+    assert manage.main(command) == 1
+    out, err = capsys.readouterr()
+    line = _one_line_error(err)
+    assert out == ''
+    assert 'no configuration file found' in line
+    assert '/etc/glance/' in line
+    assert 'pass --config-file' in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_glance_api_conf_is_the_default_configuration(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """oslo.config's search for ``glance-api.conf`` (here ``~/``) is what
+    a Glance host has: its database is used and named."""
+    monkeypatch.setenv('HOME', str(tmp_path))
+    database = tmp_path / 'found.sqlite'
+    config = _write_config(tmp_path / 'glance-api.conf',
+                           connection=f'sqlite:///{database}')
+    assert manage.main(['db', 'sync']) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        f'Database: sqlite:///{database} (configuration: {config})')
+    assert database.is_file()
+
+
+@pytest.mark.parametrize('main', [
+    pytest.param(manage.main, id='manage'),
+    pytest.param(cli_main.main, id='instance-aware'),
+])
+def test_version(main: Callable[[list[str]], int],
+                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(['--version']) == 0
+    out = capsys.readouterr().out
+    assert importlib.metadata.version('instance-aware') in out
+    assert len(out.splitlines()) == 1
+
+
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert manage.main(['--help']) == 0
     out = capsys.readouterr().out
@@ -193,5 +255,6 @@ def test_real_process_exit_code_and_no_traceback(
          'sys.exit(main())', '--config-file', config, 'db', 'sync'],
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
-    assert result.stdout == ''
+    assert result.stdout == ('Database: postgresql+psycopg2://ia@127.0.0.1:1'
+                             f'/ia (configuration: {config})\n')
     _one_line_error(result.stderr)

@@ -78,7 +78,7 @@ def test_token_mode_without_endpoint_uses_keystone_like_castellan(conf):
 
 
 def test_token_mode_without_token_is_a_deployment_error(conf):
-    with pytest.raises(errors.KeyManagerUnavailable, match='authtoken'):
+    with pytest.raises(errors.KeyManagerNotConfigured, match='authtoken'):
         auth.caller_context(conf, user())
 
 
@@ -137,9 +137,43 @@ def test_trusted_headers_need_an_explicit_endpoint(conf, tmp_path):
     conf.set_override('auth_mode', opts.TRUSTED_HEADERS, group=opts.GROUP)
     db = ia_engine.Database(ia_engine.create_engine(
         f'sqlite:///{tmp_path}/x.sqlite'))
-    with pytest.raises(cfg.RequiredOptError, match='barbican_endpoint'):
-        lifecycle.KeyLifecycle(conf, db, 'default')
+    keys = lifecycle.KeyLifecycle(conf, db, 'default')
+    assert keys.missing is not None
+    assert keys.missing.startswith('[barbican] barbican_endpoint is not set')
+    assert lifecycle.configuration_problem(conf) == keys.missing
+    with pytest.raises(errors.KeyManagerNotConfigured,
+                       match='barbican_endpoint'):
+        keys.check_readable(user(), '0b4a2a1e-8e9f-4c3e-9a57-0c1ad1b7d3a1')
     db.engine.dispose()
+
+
+@pytest.mark.parametrize('overrides,missing', [
+    pytest.param({}, 'no key manager is configured: neither [barbican] '
+                     'barbican_endpoint nor [barbican] auth_endpoint is set',
+                 id='nothing'),
+    pytest.param({('barbican', 'barbican_endpoint'): ENDPOINT}, None,
+                 id='endpoint'),
+    pytest.param({('barbican', 'auth_endpoint'): 'http://ks.example/v3'},
+                 None, id='keystone'),
+    pytest.param({('key_manager', 'backend'): 'vault'}, None, id='vault'),
+    pytest.param({(opts.GROUP, 'enabled'): False}, None, id='disabled'),
+])
+def test_configuration_problem_names_the_missing_option(
+        conf, overrides, missing):
+    for (group, name), value in overrides.items():
+        conf.set_override(name, value, group=group)
+    assert lifecycle.configuration_problem(conf) == missing
+
+
+def test_configuration_problem_reads_config_files(tmp_path):
+    """An ``auth_endpoint`` written in the file counts, even castellan's
+    default value: the operator set it."""
+    path = tmp_path / 'glance-api.conf'
+    path.write_text('[barbican]\nauth_endpoint = '
+                    'http://localhost/identity/v3\n', encoding='utf-8')
+    conf = cfg.ConfigOpts()
+    conf(['--config-file', str(path)], project='glance')
+    assert lifecycle.configuration_problem(conf) is None
 
 
 def test_list_opts_documents_the_group():
