@@ -56,6 +56,8 @@ KEY_PAIRS = ((KEY_ID, DELETION_POLICY),
 FIXED_WITH_DATA = (KEY_ID, FORMAT, LEGACY_KEY_ID)
 #: Import methods that only copy existing data (never converted).
 COPY_METHODS = frozenset({'copy-image'})
+#: Environ key: owner and status of images this request changes.
+_TARGETS = 'instance_aware.encryption_targets'
 
 
 def key_of(values: Mapping[str, str]) -> tuple[str, str | None] | None:
@@ -131,18 +133,27 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
 
     # -- validation --------------------------------------------------------
 
+    def authorise(self, req: Request, image_id: str) -> None:
+        """Any operation on encryption properties needs the write rule
+        for the image's owner, whatever the values: the answer never
+        depends on them (the registry's 404 for an image the caller
+        cannot see)."""
+        owner, _status = self._target(req, {})
+        if not self.allowed(req, self.WRITE_RULE, owner):
+            raise _refused()
+
     def validate(self, req: Request, values: Mapping[str, str],
                  previous: Mapping[str, str] | None) -> None:
+        owner, status = self._target(req, previous)
+        # Authorisation first (updates were authorised already).
+        if previous is None and not self.allowed(req, self.WRITE_RULE,
+                                                 owner):
+            raise _refused()
         found = problems(values, list(self.config.encryption_formats))
         if found:
             raise errors.bad_request(found[0])
         if previous is not None and dict(previous) == dict(values):
             return
-        owner, status = self._target(req, previous)
-        if not self.allowed(req, self.WRITE_RULE, owner):
-            raise errors.forbidden(
-                'You are not allowed to set the encryption properties of '
-                'this image.')
         if previous is None or status == 'queued':
             self._check_key(req, values, previous)
             return
@@ -240,17 +251,23 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         """Owner and status of the image the request changes.
 
         A create makes a ``queued`` image of the caller's project; an
-        update asks the registry as the caller, so an image the caller
-        cannot see is answered as the registry answers it.
+        update asks the registry as the caller (once per request), so an
+        image the caller cannot see is answered as the registry answers
+        it.
         """
         if previous is None:
             return req.context.project_id, 'queued'
-        shown = self.subrequest(req, 'GET',
-                                f'/v2/images/{req.route.image_id}')
-        image = documents.read(shown)
-        if shown.status_int != 200 or not isinstance(image, dict):
-            raise _as_exception(shown)
-        return image.get('owner'), str(image.get('status'))
+        image_id = req.route.image_id
+        targets: dict[str | None, tuple[str | None, str]] = (
+            req.environ.setdefault(_TARGETS, {}))
+        if image_id not in targets:
+            shown = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
+            image = documents.read(shown)
+            if shown.status_int != 200 or not isinstance(image, dict):
+                raise _as_exception(shown)
+            targets[image_id] = (image.get('owner'),
+                                 str(image.get('status')))
+        return targets[image_id]
 
     # -- import ------------------------------------------------------------
 
@@ -281,6 +298,12 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
             f'Image {image_id} is encrypted and the image conversion '
             'plugin is enabled: encrypted images cannot be converted.  '
             'The image stays queued.')
+
+
+def _refused() -> webob.exc.WSGIHTTPException:
+    return errors.forbidden(
+        'You are not allowed to set the encryption properties of this '
+        'image.')
 
 
 def _as_exception(response: webob.Response) -> webob.exc.WSGIHTTPException:
