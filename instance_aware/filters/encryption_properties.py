@@ -60,12 +60,12 @@ COPY_METHODS = frozenset({'copy-image'})
 _TARGETS = 'instance_aware.encryption_targets'
 
 
-def key_of(values: Mapping[str, str]) -> tuple[str, str | None] | None:
-    """The secret an image's values name, with its deletion policy."""
-    for key_id, policy in KEY_PAIRS:
-        if values.get(key_id):
-            return values[key_id], values.get(policy)
-    return None
+def keys_of(values: Mapping[str, str]
+            ) -> dict[str, tuple[str, str | None]]:
+    """The secrets an image's values name, by key property, each with
+    its own deletion policy (an image may name one in each pair)."""
+    return {key_id: (values[key_id], values.get(policy))
+            for key_id, policy in KEY_PAIRS if values.get(key_id)}
 
 
 def problems(values: Mapping[str, str], formats: list[str]) -> list[str]:
@@ -167,26 +167,29 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
 
     def _check_key(self, req: Request, values: Mapping[str, str],
                    previous: Mapping[str, str] | None) -> None:
-        """A new key must be a secret the caller can read."""
-        key = key_of(values)
+        """Every new key, in either pair, must be a secret the caller can
+        read."""
         lifecycle = self.lifecycle
-        if key is None or lifecycle is None or (
-                previous is not None and key_of(previous) == key):
+        if lifecycle is None:
             return
-        name = KEY_ID if values.get(KEY_ID) else LEGACY_KEY_ID
-        try:
-            lifecycle.check_readable(req.context, key[0])
-        except key_errors.KeyNotAccessible:
-            raise errors.bad_request(
-                f"Invalid value for property '{name}': no secret "
-                f"'{key[0]}' is available to you in the key manager."
-            ) from None
-        except key_errors.KeyLifecycleError as exc:
-            LOG.error('Key manager unavailable checking secret %s: %s',
-                      key[0], exc)
-            raise errors.unavailable(
-                'The key manager is unavailable; nothing was changed.  '
-                'Retry later.') from None
+        for name, value in (KEY_ID, values.get(KEY_ID)), (
+                LEGACY_KEY_ID, values.get(LEGACY_KEY_ID)):
+            if not value or (previous is not None
+                             and previous.get(name) == value):
+                continue
+            try:
+                lifecycle.check_readable(req.context, value)
+            except key_errors.KeyNotAccessible:
+                raise errors.bad_request(
+                    f"Invalid value for property '{name}': no secret "
+                    f"'{value}' is available to you in the key manager."
+                ) from None
+            except key_errors.KeyLifecycleError as exc:
+                LOG.error('Key manager unavailable checking secret %s: %s',
+                          value, exc)
+                raise errors.unavailable(
+                    'The key manager is unavailable; nothing was changed.'
+                    '  Retry later.') from None
 
     # -- key lifecycle -----------------------------------------------------
 
@@ -201,7 +204,8 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         assert image_id is not None
         before = self.stored_before(req, image_id)
         response = super().update(req)
-        old = key_of(before.values) if before is not None else None
+        old = keys_of(before.values) if before is not None and (
+            before.state == models.ACTIVE) else {}
         if response.status_int == 200:
             self._consume(req, documents.read(response), old)
         return response
@@ -213,17 +217,20 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         response = super().delete(req)
         lifecycle = self.lifecycle
         if (response.status_int == 204 and lifecycle is not None
-                and before is not None and key_of(before.values)):
+                and before is not None and keys_of(before.values)):
             lifecycle.on_deleted(req.context, image_id)
         return response
 
     def _consume(self, req: Request, image: object,
-                 old: tuple[str, str | None] | None = None) -> None:
-        """Register the image as a consumer of a key it now names.
+                 old: Mapping[str, tuple[str, str | None]] | None = None
+                 ) -> None:
+        """Register the image as a consumer of each key it now names, and
+        drop its consumer of a key a pair no longer names.
 
         The image exists whatever happens here: a failure is recorded for
         ``reconcile`` to finish, never turned into an error response.
         """
+        old = old or {}
         lifecycle = self.lifecycle
         if lifecycle is None or not isinstance(image, dict):
             return
@@ -236,15 +243,20 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
             LOG.exception('Key of image %s not registered; reconcile will',
                           image_id)
             return
-        key = key_of(stored.values) if stored is not None else None
-        if key is None or key == old:
-            return
-        try:
-            lifecycle.on_created(req.context, image_id, key[0], key[1])
-        except (key_errors.KeyLifecycleError, store_errors.StoreError,
-                LookupError) as exc:
-            LOG.warning('Image %s: consumer of secret %s not registered '
-                        '(%s); reconcile will retry', image_id, key[0], exc)
+        keys = keys_of(stored.values) if stored is not None else {}
+        for name in old.keys() - keys.keys():
+            lifecycle.on_detached(req.context, image_id, name)
+        for name, key in keys.items():
+            if old.get(name) == key:
+                continue
+            try:
+                lifecycle.on_created(req.context, image_id, key[0], key[1],
+                                     key_property=name)
+            except (key_errors.KeyLifecycleError, store_errors.StoreError,
+                    LookupError) as exc:
+                LOG.warning('Image %s: consumer of secret %s (%s) not '
+                            'registered (%s); reconcile will retry',
+                            image_id, key[0], name, exc)
 
     def _target(self, req: Request, previous: Mapping[str, str] | None
                 ) -> tuple[str | None, str]:
