@@ -11,20 +11,24 @@
 * Trusted relations: an edit of any instance key without a service token
   clears ``trusted``.
 
-The bare endpoint is the witness of what Glance holds and answers.
+The bare endpoint is the witness of what Glance holds and answers.  The
+main cases run twice: through Glance's pipeline (``api``) and through the
+standalone proxy in front of the bare Glance (``stack_api``).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from instance_aware.local import identity
-from tests.functional.conftest import Api
+from instance_aware.local.server import GlanceServer, StandaloneServer
+from tests.functional.conftest import TIMEOUT, Api
 
 pytestmark = pytest.mark.functional
 
@@ -45,6 +49,29 @@ INSTANCE_KEYS = ('instance_uuid', 'image_type', 'backup_type', 'user_id',
 CAPTURED = frozenset(INSTANCE_KEYS) | set(ENCRYPTION) | {
     'os_encrypt_key_id', 'cinder_encryption_key_id',
     'cinder_encryption_key_deletion_policy'}
+
+
+@pytest.fixture(scope='module')
+def standalone(glance_server: GlanceServer,
+               tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[StandaloneServer]:
+    """The standalone stack in front of the bare Glance."""
+    with StandaloneServer(tmp_path_factory.mktemp('trust-standalone'),
+                          glance_server.bare_url,
+                          max_lifetime=900) as server:
+        yield server
+
+
+@pytest.fixture(params=['pipeline', 'standalone'])
+def through(request: pytest.FixtureRequest, api: Api) -> Iterator[Api]:
+    """The stack in Glance's pipeline, then as the standalone proxy."""
+    if request.param == 'pipeline':
+        yield api
+        return
+    server = request.getfixturevalue('standalone')
+    client = Api(server.url, timeout=TIMEOUT)
+    yield client
+    client.close()
 
 
 def _project() -> str:
@@ -135,10 +162,11 @@ def _oracle_attempts(key_id: str) -> list[list[dict[str, Any]]]:
 
 
 @pytest.mark.parametrize('visibility', ['public', 'private'])
-def test_no_answer_depends_on_stored_values(api: Api, bare_api: Api,
+def test_no_answer_depends_on_stored_values(through: Api, bare_api: Api,
                                             visibility: str) -> None:
     """Project B's every patch of A's images gets bare Glance's answer:
     403 on a public image, 404 on a private one, encrypted or not."""
+    api = through
     owner, other, key_id = _project(), _project(), _uuid()
     encrypted = _create(api, owner, roles=ADMIN, visibility=visibility,
                         os_encrypt_key_id=key_id,
@@ -208,7 +236,8 @@ def test_the_owner_still_gets_validation_errors(api: Api) -> None:
 
 
 def test_nova_shows_another_projects_image_without_its_keys(
-        api: Api, bare_api: Api) -> None:
+        through: Api, bare_api: Api) -> None:
+    api = through
     owner, other, instance = _project(), _project(), _uuid()
     keys = _nova_keys(owner, instance)
     image = _create(api, owner, service=True, visibility='community',
@@ -255,8 +284,9 @@ def test_nova_shows_another_projects_image_without_its_keys(
     assert 'No instance relation found' in single.json()['message']
 
 
-def test_nova_keeps_what_it_needs(api: Api) -> None:
+def test_nova_keeps_what_it_needs(through: Api) -> None:
     """Locations, trusted assertions and the owner's backup rotation."""
+    api = through
     owner, other, instance = _project(), _project(), _uuid()
     backups = []
     for _ in range(2):
@@ -310,8 +340,9 @@ def test_nova_keeps_what_it_needs(api: Api) -> None:
     ('image_type', 'snapshot'),
     ('instance_uuid', '66666666-7777-8888-9999-000000000000'),
 ])
-def test_editing_an_asserted_key_clears_trusted(api: Api, key: str,
+def test_editing_an_asserted_key_clears_trusted(through: Api, key: str,
                                                 value: str) -> None:
+    api = through
     owner, instance = _project(), _uuid()
     keys = _nova_keys(owner, instance)
     image = _create(api, owner, service=True, **keys)
@@ -344,7 +375,8 @@ def test_editing_an_asserted_key_clears_trusted(api: Api, key: str,
     assert relation['properties'][key] == keys[key]
 
 
-def test_unchanged_values_keep_trusted(api: Api) -> None:
+def test_unchanged_values_keep_trusted(through: Api) -> None:
+    api = through
     owner, instance = _project(), _uuid()
     keys = _nova_keys(owner, instance)
     image = _create(api, owner, service=True, **keys)
