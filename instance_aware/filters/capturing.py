@@ -317,20 +317,19 @@ class CapturingFilter(base.Filter):
         # Read before the registry is asked anything: if the store is
         # down, the request fails with 503 and nothing was changed.
         stored = self.stored_before(req, image_id)
-        if operations:
-            # Authorisation before validation: a caller who may not
-            # change this concern, or whom the registry would refuse, gets
-            # that refusal whatever the stored values are.
-            self.authorise(req, image_id)
-            refused = self.authorise_update(req, image_id)
-            if refused is not None:
-                return refused
         if not operations:
             before = {image_id: stored} if stored is not None and (
                 stored.state == models.ACTIVE) else {}
             response = self.forward(req)
             self._follow_owner(stored, response)
             return self._give_back_response(req, response, before)
+        # Authorisation before validation: a caller who may not change
+        # this concern, or whom the registry would refuse, gets that
+        # refusal whatever the stored values are.
+        self.authorise(req, image_id)
+        refused = self.authorise_update(req, image_id)
+        if refused is not None:
+            return refused
         current = stored.values if stored and (
             stored.state == models.ACTIVE) else {}
         values = capture.apply_operations(current, operations,
@@ -501,10 +500,9 @@ class CapturingFilter(base.Filter):
         project's keys); an empty list means none, so the filter matches
         nothing.  Anybody else's filters match their own project's images
         only, even under a policy that lets them read other projects'
-        keys: values
-        another project's users asserted on their own public or shared
-        images must not land in this project's answers (Nova's backup
-        rotation would count, and try to delete, such an image).
+        keys: values another project's users asserted on their own public
+        or shared images must not land in this project's answers (Nova's
+        backup rotation would count, and try to delete, such an image).
         """
         own = req.context.project_id
         foreign = f'not-{own}'
