@@ -47,6 +47,8 @@ BEGUN = 'instance_aware.begun'
 BEFORE = 'instance_aware.before'
 #: Environ key: image ids this request marked deleted.
 MARKED = 'instance_aware.marked'
+#: Environ key: image ids the registry lets this request's caller update.
+AUTHORISED = 'instance_aware.authorised'
 _UUID_PATTERN = (
     r'^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}'
     r'-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$')
@@ -80,8 +82,12 @@ class CapturingFilter(base.Filter):
 
     def relation(self, req: Request, owner: str | None,
                  values: Mapping[str, str],
-                 previous: RelationFields | None) -> RelationFields | None:
-        """The indexed relation to keep with ``values`` (if any)."""
+                 previous: RelationFields | None,
+                 before: Mapping[str, str] | None = None
+                 ) -> RelationFields | None:
+        """The indexed relation to keep with ``values`` (if any);
+        ``previous`` and ``before`` are the relation and the values the
+        image had (``None`` on create)."""
         return None
 
     # -- request flow ------------------------------------------------------
@@ -308,8 +314,8 @@ class CapturingFilter(base.Filter):
                        for k, v in asserted.items()]
         image_id = req.route.image_id
         assert image_id is not None
-        # Read before the registry is changed: if the store is down, the
-        # request fails with 503 and nothing was changed.
+        # Read before the registry is asked anything: if the store is
+        # down, the request fails with 503 and nothing was changed.
         stored = self.stored_before(req, image_id)
         if not operations:
             before = {image_id: stored} if stored is not None and (
@@ -317,27 +323,26 @@ class CapturingFilter(base.Filter):
             response = self.forward(req)
             self._follow_owner(stored, response)
             return self._give_back_response(req, response, before)
+        # Authorisation before validation: a caller who may not change
+        # this concern, or whom the registry would refuse, gets that
+        # refusal whatever the stored values are.
+        self.authorise(req, image_id)
+        refused = self.authorise_update(req, image_id)
+        if refused is not None:
+            return refused
         current = stored.values if stored and (
             stored.state == models.ACTIVE) else {}
-        try:
-            values = capture.apply_operations(current, operations,
-                                              PATCH_V21 if media_type ==
-                                              PATCH_V21 else PATCH_V20)
-        except webob.exc.HTTPConflict as conflict:
-            # Say 409 only to a caller who may update the image at all.
-            probe = self._probe(req)
-            if probe.status_int in (200, 409):
-                raise conflict from None
-            return probe
+        values = capture.apply_operations(current, operations,
+                                          PATCH_V21 if media_type ==
+                                          PATCH_V21 else PATCH_V20)
         self.validate(req, values, current)
         if forwarded:
             req.replace_json(forwarded)
             response = self.forward(req)
         else:
-            response = self._probe(req)
-            if response.status_int == 409:
-                response = self.subrequest(req, 'GET',
-                                           f'/v2/images/{image_id}')
+            # Nothing left for the registry to change: the image as the
+            # caller sees it is the answer.
+            response = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
         if response.status_int != 200:
             return response
         image = documents.read(response)
@@ -348,7 +353,7 @@ class CapturingFilter(base.Filter):
             self.records.replace(
                 image_id, self.CONCERN, owner, values,
                 self.relation(req, owner, values,
-                              stored.relation if stored else None),
+                              stored.relation if stored else None, current),
                 listing.parse_time(image.get('created_at')))
         except store_errors.StoreError as exc:
             # Unavailable, or still losing races after the retries: the
@@ -388,6 +393,32 @@ class CapturingFilter(base.Filter):
             LOG.exception('Image %s now belongs to %s but its record still '
                           'names %s; reconcile will move it',
                           stored.image_id, owner, stored.project_id)
+
+    def authorise_update(self, req: Request,
+                         image_id: str) -> webob.Response | None:
+        """The registry's refusal if the caller may not update the image.
+
+        Asked once per request for every filter of the stack (see
+        :meth:`_probe`), before any stored value is looked at: the image's
+        visibility, owner and the registry's own ``modify_image`` rule
+        decide, exactly as bare Glance would, so a caller who may not
+        change the image gets the same 403 (or 404) whatever its captured
+        values are.  ``None``: the caller may.
+        """
+        allowed: set[str] = req.environ.setdefault(AUTHORISED, set())
+        if image_id in allowed:
+            return None
+        probe = self._probe(req)
+        if probe.status_int not in (200, 409):
+            return probe
+        allowed.add(image_id)
+        return None
+
+    def authorise(self, req: Request, image_id: str) -> None:
+        """Refuse (403, or the registry's 404) a caller who may not
+        change this concern's keys of the image; decided on the image's
+        visibility and owner only, before any stored value is looked
+        at."""
 
     def _probe(self, req: Request) -> webob.Response:
         """Ask the registry whether the caller may update the image.
@@ -468,10 +499,10 @@ class CapturingFilter(base.Filter):
         ``None`` means every project (an administrator who may read any
         project's keys); an empty list means none, so the filter matches
         nothing.  Anybody else's filters match their own project's images
-        only, even a service's that may read other projects' keys: values
-        another project's users asserted on their own public or shared
-        images must not land in this project's answers (Nova's backup
-        rotation would count, and try to delete, such an image).
+        only, even under a policy that lets them read other projects'
+        keys: values another project's users asserted on their own public
+        or shared images must not land in this project's answers (Nova's
+        backup rotation would count, and try to delete, such an image).
         """
         own = req.context.project_id
         foreign = f'not-{own}'

@@ -57,14 +57,16 @@ KEY_PAIRS = ((KEY_ID, DELETION_POLICY),
 FIXED_WITH_DATA = (KEY_ID, FORMAT, LEGACY_KEY_ID)
 #: Import methods that only copy existing data (never converted).
 COPY_METHODS = frozenset({'copy-image'})
+#: Environ key: owner and status of images this request changes.
+_TARGETS = 'instance_aware.encryption_targets'
 
 
-def key_of(values: Mapping[str, str]) -> tuple[str, str | None] | None:
-    """The secret an image's values name, with its deletion policy."""
-    for key_id, policy in KEY_PAIRS:
-        if values.get(key_id):
-            return values[key_id], values.get(policy)
-    return None
+def keys_of(values: Mapping[str, str]
+            ) -> dict[str, tuple[str, str | None]]:
+    """The secrets an image's values name, by key property, each with
+    its own deletion policy (an image may name one in each pair)."""
+    return {key_id: (values[key_id], values.get(policy))
+            for key_id, policy in KEY_PAIRS if values.get(key_id)}
 
 
 def problems(values: Mapping[str, str], formats: list[str]) -> list[str]:
@@ -149,18 +151,27 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
 
     # -- validation --------------------------------------------------------
 
+    def authorise(self, req: Request, image_id: str) -> None:
+        """Any operation on encryption properties needs the write rule
+        for the image's owner, whatever the values: the answer never
+        depends on them (the registry's 404 for an image the caller
+        cannot see)."""
+        owner, _status = self._target(req, {})
+        if not self.allowed(req, self.WRITE_RULE, owner):
+            raise _refused()
+
     def validate(self, req: Request, values: Mapping[str, str],
                  previous: Mapping[str, str] | None) -> None:
+        owner, status = self._target(req, previous)
+        # Authorisation first (updates were authorised already).
+        if previous is None and not self.allowed(req, self.WRITE_RULE,
+                                                 owner):
+            raise _refused()
         found = problems(values, list(self.config.encryption_formats))
         if found:
             raise errors.bad_request(found[0])
         if previous is not None and dict(previous) == dict(values):
             return
-        owner, status = self._target(req, previous)
-        if not self.allowed(req, self.WRITE_RULE, owner):
-            raise errors.forbidden(
-                'You are not allowed to set the encryption properties of '
-                'this image.')
         if previous is None or status == 'queued':
             self._check_key(req, values, previous)
             return
@@ -174,29 +185,32 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
 
     def _check_key(self, req: Request, values: Mapping[str, str],
                    previous: Mapping[str, str] | None) -> None:
-        """A new key must be a secret the caller can read."""
-        key = key_of(values)
+        """Every new key, in either pair, must be a secret the caller can
+        read."""
         lifecycle = self.lifecycle
-        if key is None or lifecycle is None or (
-                previous is not None and key_of(previous) == key):
+        if lifecycle is None:
             return
-        name = KEY_ID if values.get(KEY_ID) else LEGACY_KEY_ID
-        try:
-            lifecycle.check_readable(req.context, key[0])
-        except key_errors.KeyNotAccessible:
-            raise errors.bad_request(
-                f"Invalid value for property '{name}': no secret "
-                f"'{key[0]}' is available to you in the key manager."
-            ) from None
-        except key_errors.KeyManagerNotConfigured as exc:
-            LOG.error('Encrypted image refused: %s', exc)
-            raise errors.bad_request(self.NO_KEY_MANAGER) from None
-        except key_errors.KeyLifecycleError as exc:
-            LOG.error('Key manager unavailable checking secret %s: %s',
-                      key[0], exc)
-            raise errors.unavailable(
-                'The key manager is unavailable; nothing was changed.  '
-                'Retry later.') from None
+        for name, value in (KEY_ID, values.get(KEY_ID)), (
+                LEGACY_KEY_ID, values.get(LEGACY_KEY_ID)):
+            if not value or (previous is not None
+                             and previous.get(name) == value):
+                continue
+            try:
+                lifecycle.check_readable(req.context, value)
+            except key_errors.KeyNotAccessible:
+                raise errors.bad_request(
+                    f"Invalid value for property '{name}': no secret "
+                    f"'{value}' is available to you in the key manager."
+                ) from None
+            except key_errors.KeyManagerNotConfigured as exc:
+                LOG.error('Encrypted image refused: %s', exc)
+                raise errors.bad_request(self.NO_KEY_MANAGER) from None
+            except key_errors.KeyLifecycleError as exc:
+                LOG.error('Key manager unavailable checking secret %s: %s',
+                          value, exc)
+                raise errors.unavailable(
+                    'The key manager is unavailable; nothing was changed.'
+                    '  Retry later.') from None
 
     # -- key lifecycle -----------------------------------------------------
 
@@ -211,7 +225,8 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         assert image_id is not None
         before = self.stored_before(req, image_id)
         response = super().update(req)
-        old = key_of(before.values) if before is not None else None
+        old = keys_of(before.values) if before is not None and (
+            before.state == models.ACTIVE) else {}
         if response.status_int == 200:
             self._consume(req, documents.read(response), old)
         return response
@@ -223,17 +238,20 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         response = super().delete(req)
         lifecycle = self.lifecycle
         if (response.status_int == 204 and lifecycle is not None
-                and before is not None and key_of(before.values)):
+                and before is not None and keys_of(before.values)):
             lifecycle.on_deleted(req.context, image_id)
         return response
 
     def _consume(self, req: Request, image: object,
-                 old: tuple[str, str | None] | None = None) -> None:
-        """Register the image as a consumer of a key it now names.
+                 old: Mapping[str, tuple[str, str | None]] | None = None
+                 ) -> None:
+        """Register the image as a consumer of each key it now names, and
+        drop its consumer of a key a pair no longer names.
 
         The image exists whatever happens here: a failure is recorded for
         ``reconcile`` to finish, never turned into an error response.
         """
+        old = old or {}
         lifecycle = self.lifecycle
         if lifecycle is None or not isinstance(image, dict):
             return
@@ -246,32 +264,43 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
             LOG.exception('Key of image %s not registered; reconcile will',
                           image_id)
             return
-        key = key_of(stored.values) if stored is not None else None
-        if key is None or key == old:
-            return
-        try:
-            lifecycle.on_created(req.context, image_id, key[0], key[1])
-        except (key_errors.KeyLifecycleError, store_errors.StoreError,
-                LookupError) as exc:
-            LOG.warning('Image %s: consumer of secret %s not registered '
-                        '(%s); reconcile will retry', image_id, key[0], exc)
+        keys = keys_of(stored.values) if stored is not None else {}
+        for name in old.keys() - keys.keys():
+            lifecycle.on_detached(req.context, image_id, name)
+        for name, key in keys.items():
+            if old.get(name) == key:
+                continue
+            try:
+                lifecycle.on_created(req.context, image_id, key[0], key[1],
+                                     key_property=name)
+            except (key_errors.KeyLifecycleError, store_errors.StoreError,
+                    LookupError) as exc:
+                LOG.warning('Image %s: consumer of secret %s (%s) not '
+                            'registered (%s); reconcile will retry',
+                            image_id, key[0], name, exc)
 
     def _target(self, req: Request, previous: Mapping[str, str] | None
                 ) -> tuple[str | None, str]:
         """Owner and status of the image the request changes.
 
         A create makes a ``queued`` image of the caller's project; an
-        update asks the registry as the caller, so an image the caller
-        cannot see is answered as the registry answers it.
+        update asks the registry as the caller (once per request), so an
+        image the caller cannot see is answered as the registry answers
+        it.
         """
         if previous is None:
             return req.context.project_id, 'queued'
-        shown = self.subrequest(req, 'GET',
-                                f'/v2/images/{req.route.image_id}')
-        image = documents.read(shown)
-        if shown.status_int != 200 or not isinstance(image, dict):
-            raise _as_exception(shown)
-        return image.get('owner'), str(image.get('status'))
+        image_id = req.route.image_id
+        targets: dict[str | None, tuple[str | None, str]] = (
+            req.environ.setdefault(_TARGETS, {}))
+        if image_id not in targets:
+            shown = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
+            image = documents.read(shown)
+            if shown.status_int != 200 or not isinstance(image, dict):
+                raise _as_exception(shown)
+            targets[image_id] = (image.get('owner'),
+                                 str(image.get('status')))
+        return targets[image_id]
 
     # -- import ------------------------------------------------------------
 
@@ -302,6 +331,12 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
             f'Image {image_id} is encrypted and the image conversion '
             'plugin is enabled: encrypted images cannot be converted.  '
             'The image stays queued.')
+
+
+def _refused() -> webob.exc.WSGIHTTPException:
+    return errors.forbidden(
+        'You are not allowed to set the encryption properties of this '
+        'image.')
 
 
 def _as_exception(response: webob.Response) -> webob.exc.WSGIHTTPException:

@@ -12,6 +12,8 @@ user relating an image to somebody else's instance only ever affects
 answers given to their own project.  Assertions from callers passing
 ``instance_aware:set_instance_metadata`` (by default a service token, as
 Nova sends) are recorded as *trusted*; the query API tells the two apart.
+An edit of any instance key by a caller without that right clears the
+mark (see :meth:`InstanceMetadataFilter.relation`).
 
 The filter also serves the instance query API
 (:mod:`instance_aware.api.instances`).
@@ -68,12 +70,20 @@ class InstanceMetadataFilter(capturing.CapturingFilter):
 
     def relation(self, req: Request, owner: str | None,
                  values: Mapping[str, str],
-                 previous: RelationFields | None) -> RelationFields | None:
-        """The relation; who asserted it changes only with its fields.
+                 previous: RelationFields | None,
+                 before: Mapping[str, str] | None = None
+                 ) -> RelationFields | None:
+        """The relation, and whether a trusted caller asserted it.
 
-        Changing another captured key (``boot_roles``, say) keeps the
-        relation's trust; changing the instance, installation or types
-        records the new asserter and whether the new caller is trusted.
+        *Trusted* covers every instance key, not only the indexed fields:
+        a caller failing ``instance_aware:set_instance_metadata`` who
+        changes any of them (``user_id``, ``base_image_ref``, ...) makes
+        the relation its own, untrusted assertion.  The owner may still
+        edit its image's properties, as in bare Glance; the relation just
+        stops claiming that a service asserted them.  A trusted caller
+        changing the instance, installation or types records itself as
+        the asserter; changing another key keeps who asserted the
+        relation (it does not vouch for values somebody else set).
         """
         if not values:
             return None
@@ -83,13 +93,19 @@ class InstanceMetadataFilter(capturing.CapturingFilter):
             image_type=values.get('image_type'),
             backup_type=values.get('backup_type'),
             trusted=False, asserted_by=None)
+        if previous is not None and before is not None and (
+                dict(before) == dict(values)):
+            return previous
+        trusted = self.allowed(req, 'instance_aware:set_instance_metadata',
+                               owner)
         if previous is not None and dataclasses.replace(
                 previous, trusted=False, asserted_by=None) == fields:
-            return previous
+            if trusted or not previous.trusted:
+                return previous
+            return dataclasses.replace(
+                previous, trusted=False, asserted_by=req.context.user_id)
         return dataclasses.replace(
-            fields, asserted_by=req.context.user_id,
-            trusted=self.allowed(req, 'instance_aware:set_instance_metadata',
-                                 owner))
+            fields, asserted_by=req.context.user_id, trusted=trusted)
 
 
 def canonical_uuid(value: str | None) -> str | None:

@@ -7,7 +7,10 @@ image's deletion policy says so (``os_encrypt_key_deletion_policy`` or the
 legacy ``cinder_encryption_key_deletion_policy`` = ``on_image_deletion``).
 Glance 33 does none of it for ``os_encrypt_*``; for the legacy pair it
 deletes the key itself, which stops once our filter strips those
-properties.  :class:`KeyLifecycle` takes both over.
+properties.  :class:`KeyLifecycle` takes both over, each pair on its own:
+an image naming a secret in each has two consumers, two existence checks
+and two deletions, each by its own policy (one ``ia_encryption_keys`` row
+per key property).
 
 What the filter calls, and when:
 
@@ -91,6 +94,10 @@ FAILED = 'failed'
 ON_IMAGE_DELETION = 'on_image_deletion'
 DO_NOT_DELETE = 'do_not_delete'
 
+# The properties that name a secret, each with its own lifecycle row.
+STANDARD_KEY = 'os_encrypt_key_id'
+LEGACY_KEY = 'cinder_encryption_key_id'
+
 # ``last_error`` starts with the step that failed, so that the retry path
 # knows which way to go even before the image row says ``deleted``.
 _CREATED = 'on_created'
@@ -162,6 +169,7 @@ class _Key:
     image_id: str
     project_id: str | None
     image_state: str
+    key_property: str
     key_id: str
     deletion_policy: str | None
     lifecycle_state: str
@@ -225,10 +233,12 @@ class KeyLifecycle:
 
     def on_created(self, context: oslo_context.RequestContext,
                    image_id: str, key_id: str,
-                   deletion_policy: str | None) -> str:
+                   deletion_policy: str | None,
+                   key_property: str = STANDARD_KEY) -> str:
         """Register image ``image_id`` as a consumer of ``key_id``.
 
-        Records the key and its policy on the image's row (which must
+        ``key_property`` says which pair names the key: each has a row of
+        its own.  Records the key and its policy (the image's row must
         exist), then the outcome: ``consumer_registered`` (or ``none`` for
         a backend without consumers, such as Vault).  Idempotent.
 
@@ -241,29 +251,55 @@ class KeyLifecycle:
         :raises StoreError: the mapping database failed.
         """
         _check_key_id(key_id)
-        replaced = self._attach(image_id, key_id, deletion_policy)
+        replaced = self._attach(image_id, key_property, key_id,
+                                deletion_policy)
         try:
             km_context = self._caller(context)
             if replaced is not None:
                 self._release_quietly(km_context, replaced, image_id)
             state = self._register(km_context, key_id, image_id)
         except KeyLifecycleError as exc:
-            self._record(image_id, key_id, FAILED, f'{_CREATED}: {exc}')
+            self._record(image_id, key_property, key_id, FAILED,
+                         f'{_CREATED}: {exc}')
             raise
-        self._record(image_id, key_id, state)
+        self._record(image_id, key_property, key_id, state)
         return state
+
+    def on_detached(self, context: oslo_context.RequestContext,
+                    image_id: str, key_property: str) -> None:
+        """The image no longer names a key in ``key_property``: forget
+        the row and drop the image's consumer, never the secret (its
+        policy applied to the image that named it).  Never raises."""
+        try:
+            gone = self._detach(image_id, key_property)
+        except store_errors.StoreError as exc:
+            LOG.error('Key %s of image %s not detached: the mapping '
+                      'database failed: %s', key_property, image_id, exc)
+            return
+        if gone is None:
+            return
+        try:
+            km_context = auth.caller_context(self.conf, context)
+        except KeyLifecycleError as exc:
+            LOG.warning('Consumer of image %s on secret %s not removed: '
+                        '%s', image_id, gone.key_id, exc)
+            return
+        self._release_quietly(km_context, gone, image_id)
 
     def on_deleted(self, context: oslo_context.RequestContext,
                    image_id: str) -> str | None:
-        """Release the key of deleted image ``image_id``; never raises.
+        """Release every key of deleted image ``image_id``; never raises.
 
-        Removes the consumer, then deletes the secret if the policy is
-        ``on_image_deletion``.  A secret kept because other consumers
-        remain is a warning and ends ``consumer_removed``; any failure is
-        recorded as ``failed`` for ``reconcile`` and logged.
+        For each key property on record: removes the consumer, then
+        deletes the secret if that pair's policy is ``on_image_deletion``.
+        A secret kept because other consumers remain is a warning and ends
+        ``consumer_removed``; any failure is recorded as ``failed`` for
+        ``reconcile`` and logged.
 
-        :returns: the new ``lifecycle_state``; ``None`` if the image has
-            no key on record (or the store could not be read).
+        :returns: the new ``lifecycle_state`` of the first key on record
+            (the standard pair's when there are two; each is recorded);
+            ``None`` if the image has no key on record (or the store could
+            not be read).
         """
         try:
             return self._on_deleted(context, image_id)
@@ -276,23 +312,27 @@ class KeyLifecycle:
     def _on_deleted(self, context: oslo_context.RequestContext,
                     image_id: str) -> str | None:
         try:
-            key = self._read(image_id)
+            keys = self._read(image_id)
         except store_errors.StoreError as exc:
             LOG.error('Key lifecycle of deleted image %s not handled: the '
                       'mapping database failed: %s', image_id, exc)
             return None
-        if key is None or key.lifecycle_state == KEY_DELETED:
-            return None if key is None else KEY_DELETED
+        states = [self._release_one(context, key) for key in keys]
+        return states[0] if states else None
+
+    def _release_one(self, context: oslo_context.RequestContext,
+                     key: _Key) -> str:
+        if key.lifecycle_state == KEY_DELETED:
+            return KEY_DELETED
         try:
             km_context = self._caller(context)
             state = self._release(km_context, key)
         except KeyLifecycleError as exc:
             LOG.warning('Key %s of deleted image %s not released (%s); '
                         'instance-aware-manage reconcile will retry',
-                        key.key_id, image_id, exc)
-            return self._record_quietly(image_id, key.key_id, FAILED,
-                                        f'{_DELETED}: {exc}')
-        return self._record_quietly(image_id, key.key_id, state)
+                        key.key_id, key.image_id, exc)
+            return self._record_quietly(key, FAILED, f'{_DELETED}: {exc}')
+        return self._record_quietly(key, state)
 
     # -- reconcile -------------------------------------------------------
 
@@ -328,12 +368,12 @@ class KeyLifecycle:
                 LOG.warning('Retry for key %s of image %s failed: %s',
                             key.key_id, key.image_id, exc)
                 state = FAILED
-                self._record(key.image_id, key.key_id, FAILED,
-                             f'{step}: {exc}', only_if=FAILED)
+                self._record(key.image_id, key.key_property, key.key_id,
+                             FAILED, f'{step}: {exc}', only_if=FAILED)
                 summary.failed += 1
             else:
-                self._record(key.image_id, key.key_id, state,
-                             only_if=FAILED)
+                self._record(key.image_id, key.key_property, key.key_id,
+                             state, only_if=FAILED)
                 summary.succeeded += 1
             summary.states[state] = summary.states.get(state, 0) + 1
         return summary
@@ -422,52 +462,81 @@ class KeyLifecycle:
         return image
 
     @staticmethod
-    def _key(image: models.Image) -> _Key | None:
-        row = image.encryption_key
-        if row is None:
-            return None
+    def _key(image: models.Image, row: models.EncryptionKey) -> _Key:
         return _Key(image.image_id, image.project_id, image.state,
-                    row.key_id, row.deletion_policy, row.lifecycle_state,
-                    row.last_error)
+                    row.key_property, row.key_id, row.deletion_policy,
+                    row.lifecycle_state, row.last_error)
 
-    def _read(self, image_id: str) -> _Key | None:
+    @staticmethod
+    def _row(image: models.Image,
+             key_property: str) -> models.EncryptionKey | None:
+        return next((row for row in image.encryption_keys
+                     if row.key_property == key_property), None)
+
+    def _read(self, image_id: str) -> list[_Key]:
+        """The image's keys, the standard pair's first."""
         with self.db.session() as session:
             image = self._image(session, image_id)
-            return None if image is None else self._key(image)
+            if image is None:
+                return []
+            rows = sorted(image.encryption_keys,
+                          key=lambda r: r.key_property != STANDARD_KEY)
+            return [self._key(image, row) for row in rows]
 
     @store_retry.transaction
-    def _attach(self, image_id: str, key_id: str,
+    def _attach(self, image_id: str, key_property: str, key_id: str,
                 deletion_policy: str | None) -> _Key | None:
-        """Write key and policy on the row; the replaced key, if any."""
+        """Write key and policy on the property's row; the replaced key,
+        if its consumer is ours to drop."""
         with self.db.session(write=True) as session:
             image = self._image(session, image_id, lock=True)
             if image is None:
                 raise LookupError(f'no record of image {image_id} in '
                                   f'registry {self.registry_id}')
-            previous = self._key(image)
-            row = image.encryption_key
+            row = self._row(image, key_property)
+            previous = None if row is None else self._key(image, row)
             if row is None:
-                row = models.EncryptionKey(key_id=key_id, lifecycle_state=NONE,
-                                           attempts=0)
-                image.encryption_key = row
+                row = models.EncryptionKey(key_property=key_property,
+                                           key_id=key_id,
+                                           lifecycle_state=NONE, attempts=0)
+                image.encryption_keys.append(row)
             elif row.key_id != key_id:
                 row.lifecycle_state = NONE
                 row.last_error = None
             row.key_id = key_id
             row.deletion_policy = deletion_policy
+            shared = {r.key_id for r in image.encryption_keys if r is not row}
         if previous is not None and previous.key_id != key_id and (
-                previous.lifecycle_state == CONSUMER_REGISTERED):
+                previous.lifecycle_state == CONSUMER_REGISTERED
+                and previous.key_id not in shared):
             return previous
         return None
 
     @store_retry.transaction
-    def _record(self, image_id: str, key_id: str, state: str,
-                error: str | None = None, *,
+    def _detach(self, image_id: str, key_property: str) -> _Key | None:
+        """Remove the property's row; the key, if its consumer is ours to
+        drop (registered, and not the other pair's secret too)."""
+        with self.db.session(write=True) as session:
+            image = self._image(session, image_id, lock=True)
+            row = None if image is None else self._row(image, key_property)
+            if image is None or row is None:
+                return None
+            gone = self._key(image, row)
+            image.encryption_keys.remove(row)
+            shared = {r.key_id for r in image.encryption_keys}
+        if gone.lifecycle_state != CONSUMER_REGISTERED or (
+                gone.key_id in shared):
+            return None
+        return gone
+
+    @store_retry.transaction
+    def _record(self, image_id: str, key_property: str, key_id: str,
+                state: str, error: str | None = None, *,
                 only_if: str | None = None) -> None:
         """Write an outcome, unless the row changed meanwhile."""
         with self.db.session(write=True) as session:
             image = self._image(session, image_id, lock=True)
-            row = None if image is None else image.encryption_key
+            row = None if image is None else self._row(image, key_property)
             if row is None or row.key_id != key_id:
                 return
             if only_if is not None and row.lifecycle_state != only_if:
@@ -479,14 +548,15 @@ class KeyLifecycle:
                 row.attempts = (row.attempts or 0) + 1
                 row.last_error = error
 
-    def _record_quietly(self, image_id: str, key_id: str, state: str,
+    def _record_quietly(self, key: _Key, state: str,
                         error: str | None = None) -> str:
         try:
-            self._record(image_id, key_id, state, error)
+            self._record(key.image_id, key.key_property, key.key_id, state,
+                         error)
         except store_errors.StoreError as exc:
             LOG.error('Key %s of deleted image %s ended %s, but the mapping '
-                      'database failed to record it: %s', key_id, image_id,
-                      state, exc)
+                      'database failed to record it: %s', key.key_id,
+                      key.image_id, state, exc)
         return state
 
     def _failed(self, limit: int | None) -> list[_Key]:
@@ -498,8 +568,8 @@ class KeyLifecycle:
         if limit is not None:
             query = query.limit(limit)
         with self.db.session() as session:
-            return [key for image, _row in session.execute(query)
-                    if (key := self._key(image)) is not None]
+            return [self._key(image, row)
+                    for image, row in session.execute(query)]
 
 
 def configuration_problem(conf: cfg.ConfigOpts) -> str | None:

@@ -11,11 +11,16 @@ IMAGE = '/v2/images/{image_id}'
 rules: list[policy.RuleDefault] = [
     policy.DocumentedRuleDefault(
         name='instance_aware:get_encryption_properties',
-        check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_READER,
+        check_str=base.ADMIN_OR_PROJECT_READER,
         scope_types=['project'],
         description='Read the ``os_encrypt_*``, ``os_decrypt_*`` and '
                     'legacy ``cinder_encryption_key_*`` properties of an '
-                    'image, and filter image lists on them.',
+                    'image, and filter image lists on them.  A service '
+                    'token does not count: reading the properties of '
+                    "another project's image takes the user's own right "
+                    '(a reader of the owner project, or an administrator), '
+                    'since Nova hands what it reads to the user it acts '
+                    'for.',
         operations=[
             {'path': IMAGE, 'method': 'GET'},
             {'path': '/v2/images', 'method': 'GET'},
@@ -24,7 +29,11 @@ rules: list[policy.RuleDefault] = [
         name='instance_aware:set_encryption_properties',
         check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_MEMBER,
         scope_types=['project'],
-        description='Set or change the encryption properties of an image.',
+        description='Set or change the encryption properties of an image. '
+                    ' Checked only once Glance itself lets the caller '
+                    'change the image (its own ``modify_image`` rule): a '
+                    "service token never lets a user change another "
+                    "project's image.",
         operations=[
             {'path': '/v2/images', 'method': 'POST'},
             {'path': IMAGE, 'method': 'PATCH'},

@@ -11,14 +11,18 @@ IMAGE = '/v2/images/{image_id}'
 rules: list[policy.RuleDefault] = [
     policy.DocumentedRuleDefault(
         name='instance_aware:get_instance_metadata',
-        check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_READER,
+        check_str=base.ADMIN_OR_PROJECT_READER,
         scope_types=['project'],
         description='Read the instance keys (``instance_uuid``, '
                     '``image_type``, ``backup_type``, ...) of an image in '
                     'show, list, create and update responses, and filter '
                     'image lists on them.  Callers that fail this rule see '
                     'the image exactly as Glance stores it, without those '
-                    'keys.',
+                    'keys.  A service token does not count: Nova sends '
+                    'one with every call it makes for any user and hands '
+                    'the properties to that user, so reading the keys of '
+                    "another project's image takes the user's own right "
+                    '(a reader of the owner project, or an administrator).',
         operations=[
             {'path': IMAGE, 'method': 'GET'},
             {'path': '/v2/images', 'method': 'GET'},
@@ -32,19 +36,22 @@ rules: list[policy.RuleDefault] = [
                     'caller allowed to create or update an image may relate '
                     "it to an instance of its own project; only callers "
                     'passing this rule (by default a service token, as Nova '
-                    'sends) have the relation marked trusted.',
+                    'sends) have the relation marked trusted.  A change of '
+                    'any instance key by a caller failing this rule clears '
+                    'the mark.',
         operations=[
             {'path': '/v2/images', 'method': 'POST'},
             {'path': IMAGE, 'method': 'PATCH'},
         ]),
     policy.DocumentedRuleDefault(
         name='instance_aware:list_instance_images',
-        check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_READER,
+        check_str=base.ADMIN_OR_PROJECT_READER,
         scope_types=['project'],
         description='List the images related to an instance through the '
                     'query API.  Results are always limited to the '
                     "caller's project unless the caller is an "
-                    'administrator asking for ``all_projects``.',
+                    'administrator asking for ``all_projects``; a service '
+                    "token does not stand in for the user's own role.",
         operations=[
             {'path': '/v2/instances/{instance_uuid}/images',
              'method': 'GET'},

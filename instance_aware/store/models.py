@@ -14,8 +14,9 @@
     it came from, its ``image_type`` / ``backup_type``, and whether a trusted
     service asserted it.  Indexed for "images of instance X, newest first".
 ``ia_encryption_keys``
-    The key lifecycle of an encrypted image: the secret, its deletion policy
-    and where the consumer/deletion steps stand, for retries by reconcile.
+    The key lifecycle of each secret an encrypted image names (one row per
+    key property): the secret, its deletion policy and where the
+    consumer/deletion steps stand, for retries by reconcile.
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ class Image(Base):
     relation: orm.Mapped[Relation | None] = orm.relationship(
         back_populates='image', cascade='all, delete-orphan',
         uselist=False, lazy='selectin')
-    encryption_key: orm.Mapped[EncryptionKey | None] = orm.relationship(
+    encryption_keys: orm.Mapped[list[EncryptionKey]] = orm.relationship(
         back_populates='image', cascade='all, delete-orphan',
-        uselist=False, lazy='selectin')
+        lazy='selectin')
 
 
 class Property(Base):
@@ -146,7 +147,8 @@ class Relation(Base):
 class EncryptionKey(Base):
     __tablename__ = 'ia_encryption_keys'
     __table_args__ = (
-        sa.UniqueConstraint('image_ref', name='uq_ia_encryption_keys_image'),
+        sa.UniqueConstraint('image_ref', 'key_property',
+                            name='uq_ia_encryption_keys_image_property'),
         sa.Index('ix_ia_encryption_keys_key', 'key_id'),
         sa.Index('ix_ia_encryption_keys_state', 'lifecycle_state'),
         TABLE_ARGS,
@@ -157,6 +159,10 @@ class EncryptionKey(Base):
     image_ref: orm.Mapped[int] = orm.mapped_column(
         BigId, sa.ForeignKey('ia_images.id', ondelete='CASCADE',
                              name='fk_ia_encryption_keys_image'))
+    #: The property naming the secret: ``os_encrypt_key_id`` or the
+    #: legacy ``cinder_encryption_key_id`` (each has its own lifecycle).
+    key_property: orm.Mapped[str] = orm.mapped_column(
+        sa.String(64), server_default='os_encrypt_key_id')
     key_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
     deletion_policy: orm.Mapped[str | None] = orm.mapped_column(
         sa.String(32))
@@ -170,7 +176,7 @@ class EncryptionKey(Base):
         Timestamp, default=utcnow, onupdate=utcnow)
 
     image: orm.Mapped[Image] = orm.relationship(
-        back_populates='encryption_key')
+        back_populates='encryption_keys')
 
 
 # Sources and states of ia_image_data rows.

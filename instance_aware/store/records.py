@@ -560,7 +560,7 @@ class Records:
             if concern == models.INSTANCE:
                 image.relation = None
             if not image.properties and image.relation is None and (
-                    image.encryption_key is None):
+                    not image.encryption_keys):
                 session.delete(image)
 
     @retry.transaction

@@ -55,7 +55,7 @@ def _image(image_id: str, registry_id: str = 'r') -> models.Image:
                             value='backup', value_index='backup')],
         relation=models.Relation(instance_uuid=INSTANCE,
                                  image_type='backup', trusted=True),
-        encryption_key=models.EncryptionKey(key_id=INSTANCE))
+        encryption_keys=[models.EncryptionKey(key_id=INSTANCE)])
 
 
 def _counts(engine: sa.Engine) -> dict[str, int]:

@@ -170,3 +170,47 @@ def test_manage_db_sync_twice(db_url: str, tmp_path: pathlib.Path,
         assert set(sa.inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()
+
+
+def test_0004_names_the_key_property_of_existing_rows(
+        db_engine: sa.Engine) -> None:
+    """Rows from before 0004 tracked the first pair present: the legacy
+    one only where the image had no ``os_encrypt_key_id``."""
+    migration.upgrade(db_engine, '0003')
+    metadata = sa.MetaData()
+    images = sa.Table('ia_images', metadata, autoload_with=db_engine)
+    props = sa.Table('ia_properties', metadata, autoload_with=db_engine)
+    keys = sa.Table('ia_encryption_keys', metadata, autoload_with=db_engine)
+    now = datetime.datetime(2026, 12, 1, 12, 0, 0)
+    with db_engine.begin() as connection:
+        for ref, name in ((1, 'os_encrypt_key_id'),
+                          (2, 'cinder_encryption_key_id')):
+            connection.execute(images.insert().values(
+                id=ref, registry_id='r', image_id=f'image-{ref}',
+                project_id='p', state='active', created_at=now,
+                updated_at=now))
+            connection.execute(props.insert().values(
+                image_ref=ref, concern='encryption', name=name,
+                value=f'key-{ref}', value_index=f'key-{ref}'))
+            connection.execute(keys.insert().values(
+                image_ref=ref, key_id=f'key-{ref}', lifecycle_state='none',
+                attempts=0, updated_at=now))
+    migration.upgrade(db_engine)
+    with db_engine.connect() as connection:
+        found = dict(connection.execute(sa.text(
+            'SELECT image_ref, key_property FROM ia_encryption_keys '
+            'ORDER BY image_ref')).all())
+    assert found == {1: 'os_encrypt_key_id', 2: 'cinder_encryption_key_id'}
+    # Two rows per image from now on, one per key property.
+    with db_engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO ia_encryption_keys (image_ref, key_property, "
+            "key_id, lifecycle_state, attempts, updated_at) VALUES "
+            "(1, 'cinder_encryption_key_id', 'key-3', 'none', 0, :now)"),
+            {'now': now})
+    with pytest.raises(sa.exc.IntegrityError), db_engine.begin() as c:
+        c.execute(sa.text(
+            "INSERT INTO ia_encryption_keys (image_ref, key_property, "
+            "key_id, lifecycle_state, attempts, updated_at) VALUES "
+            "(1, 'cinder_encryption_key_id', 'key-4', 'none', 0, :now)"),
+            {'now': now})

@@ -101,7 +101,12 @@ def test_give_back_by_persona(api: Api) -> None:
             for k in KEYS} == values
     assert {k: seen(project=other, roles=['admin'])[k]
             for k in KEYS} == values
-    assert {k: seen(project=other, service=True)[k]
+    # A service token (Nova acting for a user of another project) does
+    # not widen what that user may read (issue 17, finding 5).
+    through_nova = seen(project=other, service=True)
+    assert KEYS.isdisjoint(through_nova)
+    assert through_nova['id'] == image['id']
+    assert {k: seen(project=project, service=True)[k]
             for k in KEYS} == values
     foreign = seen(project=other)
     assert KEYS.isdisjoint(foreign)

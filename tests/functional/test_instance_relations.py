@@ -510,12 +510,18 @@ def test_trust_changes_only_with_the_relation(api: Api) -> None:
         return bool(relation['trusted'])
 
     assert trusted()
-    # A user editing a key outside the relation keeps it trusted...
+    # A service editing a key outside the relation keeps it trusted...
     response = _patch(api, image['id'], [
-        {'op': 'add', 'path': '/boot_roles', 'value': 'member'}], project)
+        {'op': 'add', 'path': '/boot_roles', 'value': 'member'}], project,
+        service=True)
     assert response.status_code == 200, response.text
     assert trusted()
-    # ...changing the relation itself makes it the user's assertion...
+    # ...a user editing any instance key makes it the user's assertion
+    # (issue 17, finding 8: trust covers every asserted key)...
+    response = _patch(api, image['id'], [
+        {'op': 'add', 'path': '/boot_roles', 'value': 'reader'}], project)
+    assert response.status_code == 200, response.text
+    assert not trusted()
     response = _patch(api, image['id'], [
         {'op': 'replace', 'path': '/image_type', 'value': 'backup'}],
         project)
@@ -981,12 +987,11 @@ def test_keys_are_given_back_to_allowed_callers_only(
                        project=member, json={'status': 'accepted'})
     assert response.status_code == 200, response.text
 
-    # Readers of the owner project, administrators, services.
+    # Readers of the owner project (through Nova too), administrators.
     allowed = [(owner, identity.DEFAULT_ROLES, False, shared),
                (owner, ('reader',), False, shared),
-               (_project(), ADMIN, False, shared),
-               (member, identity.DEFAULT_ROLES, True, shared),
-               (_project(), identity.DEFAULT_ROLES, True, public)]
+               (owner, identity.DEFAULT_ROLES, True, shared),
+               (_project(), ADMIN, False, shared)]
     for project, roles, service, image in allowed:
         seen = _show(api, image['id'], project, roles=roles,
                      service=service)
@@ -999,18 +1004,24 @@ def test_keys_are_given_back_to_allowed_callers_only(
         for item in response.json()['images']:
             assert _keys_of(item) == keys
 
-    # Everybody else: exactly Glance's image, without any key.
-    for project, image in ((member, shared), (member, public),
-                           (stranger, public)):
-        seen = _show(api, image['id'], project)
-        stored = _show(bare_api, image['id'], project)
+    # Everybody else, through Nova (a service token) or not: exactly
+    # Glance's image, without any key (issue 17, finding 5: a service
+    # token does not widen what the user it acts for may read).
+    for project, image, service in (
+            (member, shared, False), (member, public, False),
+            (stranger, public, False), (member, shared, True),
+            (stranger, public, True)):
+        seen = _show(api, image['id'], project, service=service)
+        stored = _show(bare_api, image['id'], project, service=service)
+        # Nova (a service token) still sees locations.
         assert seen == {k: v for k, v in stored.items()
-                        if k not in ('locations', 'direct_url')}
+                        if service or k not in ('locations', 'direct_url')}
         assert _keys_of(seen) == {}
-        listed = api.get('/v2/images', project=project,
+        listed = api.get('/v2/images', project=project, service=service,
                          params={'id': f'in:{image["id"]}'})
         assert listed.json()['images'] == [seen]
-        assert _relation(api, image['id'], project) is None
+        assert _relation(api, image['id'], project,
+                         service=service) is None
     # The owner's update answer carries them too.
     response = _patch(api, shared['id'], [
         {'op': 'add', 'path': '/hw_rng_model', 'value': 'virtio'}], owner)

@@ -190,12 +190,17 @@ def set_image_state(db: ia_engine.Database, image_id: str,
         image.state = state
 
 
-def key_row(db: ia_engine.Database, image_id: str) -> dict[str, Any] | None:
-    """The image's ``ia_encryption_keys`` row, as a dict."""
+def key_row(db: ia_engine.Database, image_id: str,
+            key_property: str | None = None) -> dict[str, Any] | None:
+    """The image's ``ia_encryption_keys`` row of ``key_property`` (by
+    default its only row, or the standard pair's), as a dict."""
     with db.session() as session:
         image = session.query(models.Image).filter_by(
             registry_id=REGISTRY, image_id=image_id).one()
-        row = image.encryption_key
+        rows = sorted(image.encryption_keys, key=lambda r: (
+            r.key_property != lifecycle.STANDARD_KEY))
+        row = next((r for r in rows if key_property in (
+            None, r.key_property)), None)
         if row is None:
             return None
         return {'key_id': row.key_id,

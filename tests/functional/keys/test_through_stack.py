@@ -9,6 +9,7 @@ secrets.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,3 +205,109 @@ def test_outage_during_delete_is_finished_by_reconcile(
         assert row is not None and row['lifecycle_state'] == 'key_deleted'
         assert own_api.secret(secret, project).status_code == 404
         own_api.close()
+
+
+# -- both key pairs on one image (issue 17, finding 9) ---------------------
+
+
+def _consumer_ids(barbican_api: BarbicanApi, secret: str,
+                  project: str) -> list[str]:
+    return [c['resource_id']
+            for c in barbican_api.consumers(secret, project)]
+
+
+def test_each_key_pair_has_its_own_lifecycle(
+        api: Api, barbican_api: BarbicanApi,
+        store: ia_engine.Database) -> None:
+    """Standard key kept (``do_not_delete``), legacy key deleted with the
+    image (``on_image_deletion``, as Glance itself would do)."""
+    project = uuid.uuid4().hex
+    standard = barbican_api.create_secret(project)
+    legacy = barbican_api.create_secret(project)
+    image = _create(api, project, standard, policy='do_not_delete',
+                    cinder_encryption_key_id=legacy,
+                    cinder_encryption_key_deletion_policy=(
+                        'on_image_deletion'))
+    assert (image['os_encrypt_key_id'],
+            image['cinder_encryption_key_id']) == (standard, legacy)
+    assert _consumer_ids(barbican_api, standard, project) == [image['id']]
+    assert _consumer_ids(barbican_api, legacy, project) == [image['id']]
+    rows = {name: key_row(store, image['id'], name)
+            for name in ('os_encrypt_key_id', 'cinder_encryption_key_id')}
+    assert {name: (row['key_id'], row['deletion_policy'],
+                   row['lifecycle_state'])
+            for name, row in rows.items() if row is not None} == {
+        'os_encrypt_key_id': (standard, 'do_not_delete',
+                              'consumer_registered'),
+        'cinder_encryption_key_id': (legacy, 'on_image_deletion',
+                                     'consumer_registered')}
+
+    deleted = api.delete(f"/v2/images/{image['id']}", project=project)
+    assert deleted.status_code == 204, deleted.text
+    assert barbican_api.secret(standard, project).status_code == 200
+    assert _consumer_ids(barbican_api, standard, project) == []
+    assert barbican_api.secret(legacy, project).status_code == 404
+    states = {name: key_row(store, image['id'], name)
+              for name in ('os_encrypt_key_id', 'cinder_encryption_key_id')}
+    assert {name: row['lifecycle_state'] for name, row in states.items()
+            if row is not None} == {
+        'os_encrypt_key_id': 'consumer_removed',
+        'cinder_encryption_key_id': 'key_deleted'}
+
+
+@pytest.mark.parametrize('whose', ['missing', 'foreign'])
+def test_unreadable_legacy_key_beside_a_valid_one_is_400(
+        api: Api, barbican_api: BarbicanApi, glance_with_keys: GlanceServer,
+        whose: str) -> None:
+    project = uuid.uuid4().hex
+    standard = barbican_api.create_secret(project)
+    legacy = (str(uuid.uuid4()) if whose == 'missing'
+              else barbican_api.create_secret(uuid.uuid4().hex))
+    image_id = str(uuid.uuid4())
+    response = api.post('/v2/images', project=project, json={
+        'id': image_id, 'name': 'x', 'os_encrypt_format': 'LUKSv2',
+        'os_encrypt_key_id': standard,
+        'cinder_encryption_key_id': legacy}, headers={
+            'Accept': 'application/json'})
+    assert response.status_code == 400, response.text
+    assert response.json()['message'].startswith(
+        "Invalid value for property 'cinder_encryption_key_id': no secret "
+        f"'{legacy}' is available to you in the key manager.")
+    bare = Api(glance_with_keys.bare_url)
+    assert bare.get(f'/v2/images/{image_id}',
+                    project=project).status_code == 404
+    bare.close()
+    assert _consumer_ids(barbican_api, standard, project) == []
+
+
+def test_removing_one_pair_drops_only_its_consumer(
+        api: Api, barbican_api: BarbicanApi,
+        store: ia_engine.Database) -> None:
+    """A queued image loses its legacy key: the consumer goes, the secret
+    stays (its policy was for the image's deletion), the standard key is
+    untouched, and deleting the image no longer deletes the legacy one."""
+    project = uuid.uuid4().hex
+    standard = barbican_api.create_secret(project)
+    legacy = barbican_api.create_secret(project)
+    image = _create(api, project, standard,
+                    cinder_encryption_key_id=legacy,
+                    cinder_encryption_key_deletion_policy=(
+                        'on_image_deletion'))
+    response = api.patch(
+        f"/v2/images/{image['id']}", project=project,
+        data=json.dumps([
+            {'op': 'remove', 'path': '/cinder_encryption_key_id'},
+            {'op': 'remove',
+             'path': '/cinder_encryption_key_deletion_policy'}]),
+        headers={'Content-Type':
+                 'application/openstack-images-v2.1-json-patch'})
+    assert response.status_code == 200, response.text
+    assert 'cinder_encryption_key_id' not in response.json()
+    assert _consumer_ids(barbican_api, legacy, project) == []
+    assert _consumer_ids(barbican_api, standard, project) == [image['id']]
+    assert key_row(store, image['id'], 'cinder_encryption_key_id') is None
+
+    assert api.delete(f"/v2/images/{image['id']}",
+                      project=project).status_code == 204
+    assert barbican_api.secret(legacy, project).status_code == 200
+    assert barbican_api.secret(standard, project).status_code == 404

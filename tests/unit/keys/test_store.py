@@ -103,7 +103,7 @@ def state_of(db, registry: str, image_id: str) -> tuple[str, int, str | None]:
     with db.session() as session:
         image = session.query(models.Image).filter_by(
             registry_id=registry, image_id=image_id).one()
-        row = image.encryption_key
+        [row] = image.encryption_keys
         return row.lifecycle_state, row.attempts, row.last_error
 
 

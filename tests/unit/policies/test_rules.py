@@ -87,3 +87,59 @@ def test_policy_file_overrides_default(tmp_path):
 def test_unregistered_rule_is_an_error(conf):
     with pytest.raises(policy.PolicyNotRegistered):
         enforcer.allowed(conf, 'instance_aware:typo', _ctx(), {})
+
+
+#: A user of project ``p2`` calling through Nova: the user's own token
+#: plus Nova's service token (keystonemiddleware's ``X-Service-Roles``).
+_THROUGH_NOVA = {'roles': ['reader', 'member'], 'project_id': 'p2',
+                 'service_roles': ['service']}
+#: The owner project's user calling through Nova.
+_OWNER_THROUGH_NOVA = {**_THROUGH_NOVA, 'project_id': 'p1'}
+
+
+@pytest.mark.parametrize('rule,caller,allowed', [
+    # Reads of captured keys take the user's own right...
+    pytest.param('instance_aware:get_instance_metadata', _THROUGH_NOVA,
+                 False, id='nova-other-project-instance-keys'),
+    pytest.param('instance_aware:get_encryption_properties', _THROUGH_NOVA,
+                 False, id='nova-other-project-encryption'),
+    pytest.param('instance_aware:list_instance_images', _THROUGH_NOVA,
+                 False, id='nova-other-project-query-api'),
+    pytest.param('instance_aware:get_instance_metadata',
+                 _OWNER_THROUGH_NOVA, True, id='nova-owner-instance-keys'),
+    pytest.param('instance_aware:get_encryption_properties',
+                 _OWNER_THROUGH_NOVA, True, id='nova-owner-encryption'),
+    pytest.param('instance_aware:get_instance_metadata',
+                 {'roles': ['service'], 'project_id': 'svc'}, False,
+                 id='service-user-other-project'),
+    # ...while the service keeps what Nova needs.
+    pytest.param('instance_aware:get_image_location', _THROUGH_NOVA, True,
+                 id='nova-sees-locations'),
+    pytest.param('instance_aware:fetch_image_location', _THROUGH_NOVA,
+                 True, id='nova-fetches-locations'),
+    pytest.param('instance_aware:set_instance_metadata', _THROUGH_NOVA,
+                 True, id='nova-asserts-trusted'),
+    pytest.param('instance_aware:set_instance_metadata',
+                 {'roles': ['reader', 'member'], 'project_id': 'p1'}, False,
+                 id='owner-without-service-untrusted'),
+    pytest.param('instance_aware:get_instance_metadata',
+                 {'roles': ['admin'], 'project_id': 'p2'}, True,
+                 id='admin-reads-any-project'),
+])
+def test_service_token_widens_the_service_not_the_user(conf, rule, caller,
+                                                       allowed):
+    """Finding 5 of issue 17: Nova attaches its service token to every
+    call for any user and hands image properties to that user."""
+    target = {'project_id': 'p1', 'owner': 'p1'}
+    assert enforcer.allowed(conf, rule, _ctx(**caller), target) is allowed
+
+
+@pytest.mark.parametrize('name', [
+    'instance_aware:get_instance_metadata',
+    'instance_aware:get_encryption_properties',
+    'instance_aware:list_instance_images',
+])
+def test_read_rules_do_not_name_the_service(name):
+    rule = {r.name: r for r in policies.list_rules()}[name]
+    assert 'service' not in rule.check_str
+    assert 'service token does not' in rule.description.replace('\n', ' ')
