@@ -59,10 +59,11 @@ def _failed_key(database: str) -> str:
             image = models.Image(registry_id='default', image_id=image_id,
                                  project_id='demo',
                                  state=models.DELETED)
-            image.encryption_key = models.EncryptionKey(
+            image.encryption_keys = [models.EncryptionKey(
+                key_property='os_encrypt_key_id',
                 key_id=str(uuid.uuid4()), deletion_policy='on_image_deletion',
                 lifecycle_state='failed', attempts=1,
-                last_error='on_deleted: key manager unreachable')
+                last_error='on_deleted: key manager unreachable')]
             session.add(image)
     finally:
         engine.dispose()

@@ -253,11 +253,12 @@ def test_digest_and_key_writes_are_retried_too(
     keys.db, keys.registry_id = losing, 'r'  # type: ignore[assignment]
     losing.left = 2
     key_id = '0b3f3cf4-2c07-4c46-9a54-36c2b0c7d8a1'
-    assert keys._attach(image_id, key_id, 'on_image_deletion') is None
+    assert keys._attach(image_id, key_lifecycle.STANDARD_KEY, key_id,
+                        'on_image_deletion') is None
     losing.left = 2
-    keys._record(image_id, key_id, key_lifecycle.CONSUMER_REGISTERED)
+    keys._record(image_id, key_lifecycle.STANDARD_KEY, key_id,
+                 key_lifecycle.CONSUMER_REGISTERED)
     assert losing.left == 0 and losing.lost == 12
-    stored = keys._read(image_id)
-    assert stored is not None
+    [stored] = keys._read(image_id)
     assert stored.lifecycle_state == key_lifecycle.CONSUMER_REGISTERED
     engine.dispose()
