@@ -188,19 +188,23 @@ class DataIntegrityFilter(base.Filter):
     """Record the digest of uploaded data; check full downloads."""
 
     ROUTES: ClassVar[frozenset[str | None]] = frozenset(
-        {'image_file', 'image_stage'})
+        {'image_file', 'image_stage', 'image_import'})
     #: Image data is streamed through its WSGI call (never webob).
     DIRECT = False
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get('REQUEST_METHOD', 'GET').upper()
-        if method not in ('GET', 'PUT'):
+        if method not in ('GET', 'PUT', 'POST'):
             return self.application(environ, start_response)
         route = routing.match(method, environ.get('PATH_INFO', ''))
         image_id = route.image_id
         if (route.name not in self.ROUTES or image_id is None
                 or not self.config.verify_image_data):
+            return self.application(environ, start_response)
+        if method == 'POST':
+            if route.name == 'image_import':
+                return self._import(environ, start_response, image_id)
             return self.application(environ, start_response)
         if method == 'PUT':
             source = models.UPLOAD if route.name == 'image_file' else (
@@ -280,6 +284,25 @@ class DataIntegrityFilter(base.Filter):
                       '%s was not recorded and its downloads will not be '
                       'checked: %s', image_id, exc)
 
+    # -- imports -----------------------------------------------------------
+
+    def _import(self, environ: WSGIEnvironment,
+                start_response: StartResponse,
+                image_id: str) -> Iterable[bytes]:
+        """Note an accepted import of an image without a record: the
+        registry fetches its bytes itself (web-download, glance-download),
+        so its digest is adopted at the first full download."""
+        status = _Status(start_response)
+        body = self.application(environ, status)
+        if status.code == 202:
+            try:
+                self.digests.expect_import(image_id)
+            except store_errors.StoreError as exc:
+                LOG.warning('Mapping database unavailable: the import of '
+                            'image %s is not noted and its downloads will '
+                            'not be checked: %s', image_id, exc)
+        return body
+
     # -- downloads ---------------------------------------------------------
 
     def _download(self, environ: WSGIEnvironment,
@@ -311,6 +334,8 @@ class DataIntegrityFilter(base.Filter):
         record = self.digests.get(image_id)
         if record is not None and record.state == models.STAGED:
             return self._settle_stage(environ, record)
+        if record is not None and record.state == models.PENDING:
+            return self._adopt_import(environ, record)
         return record
 
     def _registry_digest(self, environ: WSGIEnvironment,
@@ -331,6 +356,22 @@ class DataIntegrityFilter(base.Filter):
                 and isinstance(size, int)):
             return None
         return algo, value, size
+
+    def _adopt_import(self, environ: WSGIEnvironment,
+                      record: Digest) -> Digest | None:
+        """The registry's digest of data the stack did not see."""
+        image_id = record.image_id
+        shown = self._registry_digest(environ, image_id)
+        if shown is None:
+            LOG.warning('Image %s: the registry shows no digest yet; '
+                        'served without checking its data', image_id)
+            return None
+        algo, value, size = shown
+        LOG.info("Image %s: imported by the registry itself; its downloads "
+                 "are checked against the registry's %s digest computed "
+                 'at import', image_id, algo)
+        return self.digests.record(image_id, algo=algo, digest=value,
+                                   size=size, source=models.IMPORT)
 
     def _settle_stage(self, environ: WSGIEnvironment,
                       record: Digest) -> Digest | None:

@@ -127,6 +127,7 @@ class Registry:
         self.download: Callable[[], Iterable[bytes]] = lambda: [b'data']
         self.download_status = '200 OK'
         self.content_range: str | None = None
+        self.import_status = '202 Accepted'
         self.shown: dict[str, Any] = {}
         self.bodies: list[Body] = []
         self.calls: list[str] = []
@@ -138,6 +139,9 @@ class Registry:
         if method == 'PUT':
             self._upload(environ)
             start_response(self.put_status, [('Content-Length', '0')])
+            return []
+        if method == 'POST':
+            start_response(self.import_status, [('Content-Length', '0')])
             return []
         if path.endswith('/file'):
             body = Body(self.download())
@@ -1267,3 +1271,86 @@ def test_200_to_a_range_request_is_checked(
         'GET', FILE, headers={'Range': 'bytes=5-9'}))
     with pytest.raises(data_integrity.ImageDataMismatch):
         b''.join(body)
+
+
+
+# -- imports whose bytes the stack does not see ----------------------------
+
+IMPORT = f'/v2/images/{IMAGE}/import'
+FETCHED = b'fetched by the registry' * 500
+
+
+def _import(app: Any) -> Started:
+    started, body = _call(app, _environ('POST', IMPORT))
+    _drain(body)
+    return started
+
+
+def test_import_the_stack_cannot_see_adopts_the_registry_digest(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """web-download, glance-download: the registry's digest computed at
+    import, checked by every download from the first on."""
+    assert _import(stack_filter).status == '202 Accepted'
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state, record.digest) == (
+        models.IMPORT, models.PENDING, '')
+
+    registry.shown = {'os_hash_algo': 'sha512',
+                      'os_hash_value': hashlib.sha512(FETCHED).hexdigest(),
+                      'size': len(FETCHED)}
+    registry.download = lambda: [FETCHED[:700], FETCHED[700:]]
+    with caplog.at_level(logging.INFO):
+        _started, body = _call(stack_filter, _environ('GET', FILE))
+        assert b''.join(body) == FETCHED
+        body.close()
+    assert f'Image {IMAGE}: imported by the registry itself' in caplog.text
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state, record.digest, record.size) == (
+        models.IMPORT, models.RECORDED, hashlib.sha512(FETCHED).hexdigest(),
+        len(FETCHED))
+    assert record.verified_at is not None
+    assert record.fingerprint == _fingerprint(FETCHED)
+
+    registry.download = lambda: [FETCHED[:700], FETCHED[700:-1] + b'!']
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        b''.join(body)
+    record = digests.get(IMAGE)
+    assert record is not None and record.state == models.TAMPERED
+
+
+def test_pending_import_without_a_registry_digest_is_served_unchecked(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _import(stack_filter)
+    registry.shown = {'os_hash_algo': None, 'os_hash_value': None,
+                      'size': None}
+    registry.download = lambda: [b'not yet']
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    assert body is registry.bodies[0]
+    assert f'Image {IMAGE}: the registry shows no digest yet' in caplog.text
+    record = digests.get(IMAGE)
+    assert record is not None and record.state == models.PENDING
+
+
+def test_import_keeps_a_record_the_image_has(
+        stack_filter: Any, digests: Digests) -> None:
+    """glance-direct keeps the staged digest; copy-image the digest of the
+    data it copies."""
+    _upload(stack_filter, STAGED, chunked=True, path=STAGE)
+    before = digests.get(IMAGE)
+    _import(stack_filter)
+    assert digests.get(IMAGE) == before
+
+
+@pytest.mark.parametrize('status', ['409 Conflict', '400 Bad Request',
+                                    '403 Forbidden'])
+def test_refused_import_notes_nothing(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        status: str) -> None:
+    registry.import_status = status
+    assert _import(stack_filter).status == status
+    assert digests.get(IMAGE) is None
