@@ -10,9 +10,12 @@ the stack's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import os
 import pathlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -403,9 +406,15 @@ def own_server(
     """``own_server(flavor)``: a Glance of this test's own, started."""
     servers: list[GlanceServer] = []
 
-    def start(flavor: str = glance.NOAUTH) -> GlanceServer:
+    def start(flavor: str = glance.NOAUTH,
+              extra_conf: str | None = None) -> GlanceServer:
         server = GlanceServer(tmp_path / f'glance-{flavor}', flavor=flavor,
                               max_lifetime=600)
+        if extra_conf is not None:
+            os.makedirs(server.state.config_dir, exist_ok=True)
+            with open(os.path.join(server.state.config_dir, 'test.conf'),
+                      'w', encoding='utf-8') as stream:
+                stream.write(extra_conf)
         servers.append(server)
         return server.start()
 
@@ -499,4 +508,67 @@ def test_image_cache_in_the_pipeline_changes_nothing(
     later = _verified(digests, image_id)
     assert first is not None and later.verified_at is not None
     assert later.verified_at > first
+    digests.db.engine.dispose()
+
+
+@pytest.fixture
+def web_file(tmp_path: pathlib.Path) -> Iterator[tuple[str, int, bytes]]:
+    """(URL, port, data) of a file served over HTTP on 127.0.0.1."""
+    root = tmp_path / 'www'
+    root.mkdir()
+    data = _data(seed='web')
+    (root / 'image.raw').write_bytes(data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(root))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{port}/image.raw', port, data
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_web_download_adopts_glance_digest_and_checks_downloads(
+        own_server: Callable[..., GlanceServer],
+        web_file: tuple[str, int, bytes]) -> None:
+    """The stack never sees the bytes Glance fetches: Glance's digest
+    computed at import is adopted at the first download, which is
+    checked against it, and so is every later one."""
+    url, port, data = web_file
+    server = own_server(extra_conf=(
+        # Glance refuses loopback sources unless they are allowed.
+        '[import_filtering_opts]\nallowed_hosts = [127.0.0.1]\n'
+        f'allowed_ports = [{port}]\n'))
+    api = Api(server.url)
+    digests = _digests_of(server)
+    project = _project()
+    image_id = _create(api, project)
+    response = api.post(f'/v2/images/{image_id}/import', project=project,
+                        json={'method': {'name': 'web-download',
+                                         'uri': url}})
+    assert response.status_code == 202, response.text
+    pending = _record(digests, image_id)
+    assert (pending.source, pending.state) == (models.IMPORT,
+                                               models.PENDING)
+    shown = _active(api, project, image_id)
+    assert shown['status'] == 'active', shown
+
+    assert _download(api, project, image_id) == data
+    record = _verified(digests, image_id)
+    assert (record.source, record.state, record.digest, record.size) == (
+        models.IMPORT, models.RECORDED, hashlib.sha512(data).hexdigest(),
+        SIZE)
+    assert record.verified_at is not None
+    assert record.fingerprint == blake3.blake3(data).hexdigest()
+
+    _flip(_stored_file(server, image_id), 1000)
+    log_offset = os.path.getsize(server.log_file)
+    received, _ = _failed_download(api, project, image_id)
+    assert received < SIZE
+    alert = f'ALERT: data of image {image_id} does not match'
+    assert alert in _log_since(server, log_offset, alert)
+    assert _record(digests, image_id).state == models.TAMPERED
     digests.db.engine.dispose()
