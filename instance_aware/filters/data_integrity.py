@@ -43,6 +43,14 @@ the first full download compares the staged digest with the registry's
   is marked ``tampered`` and the download is checked against the staged
   digest (and fails).
 
+Imports the stack cannot see.  Glance fetches the bytes of a
+``web-download`` or ``glance-download`` import itself: its 202 to ``POST
+.../import`` for an image without a record leaves a ``pending`` one, and
+the first full download adopts the digest Glance computed while storing
+the data (source ``import``) and is checked against it.  A record the
+image has is kept (glance-direct's staged digest; copy-image copies data
+whose record covers every store).
+
 Checking.  A full download is hashed on the way out: a 200 answer to
 ``GET .../file``, or a 206 whose ``Content-Range`` (the registry's own
 statement of what it sends, parsed by webob) covers the whole image
@@ -77,10 +85,10 @@ client went away: *abandoned*, nothing judged).
 
 If the mapping database is down the download is served unchecked, with a
 warning: images stay available without it.  ``HEAD``, other statuses and
-images without a record (data uploaded around the stack, ``web-download``
-imports, locations added by API) pass untouched, as do responses whose
-status is unknown when the registry returns (webob applications, Glance
-included, call ``start_response`` first).
+images without a record (data uploaded around the stack, locations added
+by API) pass untouched, as do responses whose status is unknown when the
+registry returns (webob applications, Glance included, call
+``start_response`` first).
 
 Place in the stack: innermost, next to the registry, so the bytes hashed
 are exactly the bytes the registry received and sent, whatever the outer
