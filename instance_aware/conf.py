@@ -130,7 +130,9 @@ OPTS: list[cfg.Opt] = [
              'enabled.  Glance no longer sees the encryption properties, so '
              'the filter refuses (400) an import of an encrypted image that '
              'the plugin would convert, as the encryption spec requires; '
-             'the image stays ``queued``.'),
+             'the image stays ``queued``.  It also tells the data integrity '
+             'check that imports may rewrite staged data, for a registry '
+             "whose ``[image_import_opts]`` the stack cannot read."),
     cfg.StrOpt(
         'list_strategy',
         default='auto',
@@ -168,8 +170,9 @@ OPTS: list[cfg.Opt] = [
              'sha512 by default) and check every full download against '
              'it: a download whose data no longer matches is cut short, '
              'logged as an alert and the image marked ``tampered`` in the '
-             'mapping database.  Range downloads and images uploaded '
-             'without the stack are not checked.'),
+             'mapping database.  A range covering the whole image is '
+             'checked as a full download; partial ranges and images '
+             'whose data the stack never saw are not.'),
     cfg.BoolOpt(
         'fingerprint_image_data',
         default=True,

@@ -16,6 +16,9 @@
     Once, after deploying the stack: move the captured keys Glance stored
     for images created before it into the mapping database (then remove
     them from Glance), so filters and the query API find those images.
+``digests list [--unverified] [--tampered] [--image ID] [--format F]``
+    What the stack recorded of each image's data: where the digest comes
+    from (upload, stage, import, none) and what downloads made of it.
 ``reconcile [--dry-run] [--batch-size N] [--pending-age S] [--endpoint URL]``
     Compare the mapping database with Glance and repair what a crash
     between the two writes, or a deletion that bypassed the stack, left
@@ -56,6 +59,7 @@ from instance_aware import adopt as ia_adopt
 from instance_aware import conf as ia_conf
 from instance_aware import reconcile as ia_reconcile
 from instance_aware import registry, version
+from instance_aware.cmd import digests as digests_cmd
 from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import engine as ia_engine
@@ -414,6 +418,7 @@ def add_command_parsers(
                         help='image API URL, overriding '
                              '[instance_aware_registry] endpoint')
     moving.set_defaults(run=adopt)
+    digests_cmd.add_parser(subparsers, _database)
 
 
 def _default_config_files() -> list[str]:

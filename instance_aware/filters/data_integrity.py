@@ -32,39 +32,63 @@ the first full download compares the staged digest with the registry's
 ``os_hash_value`` (one image GET, once):
 
 * equal: the record becomes ``recorded`` and is used as it is;
-* different, and plugins may rewrite data (Glance's ``[image_import_opts]
-  image_import_plugins``; unknown until the process ran an import, then
-  ``image_conversion_enabled`` decides): the registry's digest, computed
-  when the import stored the data, is recorded instead (source
-  ``import``), so later changes to the stored file are still caught;
-* different while no plugin rewrites data: the staged file changed before
-  the import stored it.  Alert; the download is checked against the
-  staged digest (and fails).
+* different, and the configuration positively says an import plugin
+  rewrites data (:mod:`.import_plugins`: Glance's ``[image_import_opts]
+  image_import_plugins``, read from the service's files whether or not
+  this process ran an import, or ``image_conversion_enabled``): the
+  registry's digest, computed when the import stored the data, is adopted
+  (source ``import``), so later changes to the stored file are caught;
+* different otherwise (no rewriting plugin, or none that can be read):
+  the staged file changed before the import stored it.  Alert, the record
+  is marked ``tampered`` and the download is checked against the staged
+  digest (and fails).
 
-Checking.  A full download (200, no ``Range`` nor Glance's legacy request
-``Content-Range``) of an image with a record is hashed on the way out:
-with BLAKE3 when the record has a fingerprint, else with the record's
+Imports the stack cannot see.  Glance fetches the bytes of a
+``web-download`` or ``glance-download`` import itself: its 202 to ``POST
+.../import`` for an image without a record leaves a ``pending`` one, and
+the first full download adopts the digest Glance computed while storing
+the data (source ``import``) and is checked against it.  A record the
+image has is kept (glance-direct's staged digest; copy-image copies data
+whose record covers every store).
+
+Checking.  A full download is hashed on the way out: a 200 answer to
+``GET .../file``, or a 206 whose ``Content-Range`` (the registry's own
+statement of what it sends, parsed by webob) covers the whole image
+(``bytes=0-``, ``bytes=-<size>``, ``bytes=0-<size or more>``).  Partial
+ranges pass unchecked: their bytes cannot be compared with a digest of
+the whole.  Glance refuses requests for several ranges (400).  The check
+uses BLAKE3 when the record has a fingerprint, else the record's
 algorithm (an ``import`` digest, a record from before fingerprints), and
 then the fingerprint of the verified bytes is kept for the next ones.
-The last non-empty chunk is held back until the registry's iterator is
-exhausted.  On a mismatch that chunk is never sent, an ``ALERT`` is
-logged at error level with the image id, the record is marked
-``tampered`` and :class:`ImageDataMismatch` is raised.  The registry's
-``Content-Length`` is already on the wire, so the client gets a short
-body: a WSGI server closes the connection when the body iterator raises
-after the headers went out (gunicorn logs "Error handling request" with
-the traceback), and HTTP clients report an incomplete read, never
-silently wrong bytes.  If not a byte was sent yet (a one-chunk image),
-gunicorn answers 500 instead.  Every later download is checked again and
-fails again; one that matches (the operator restored the file) is served
-and the record is ``recorded`` again, ``tampered_at`` kept as history.
-A matching download stamps ``verified_at``.  If the mapping database is
-down the download is served unchecked, with a warning: images stay
-available without it.  Range requests, ``HEAD``, other statuses and
-images without a record (data uploaded around the stack, ``web-download``
-imports, locations added by API) pass untouched, as do responses whose
-status is unknown when the registry returns (webob applications, Glance
-included, call ``start_response`` first).
+The last non-empty chunk is held back until the registry's iterator
+ends.  On a mismatch that chunk is never sent, an ``ALERT`` is logged at
+error level with the image id, the record is marked ``tampered`` and
+:class:`ImageDataMismatch` is raised.  The registry's ``Content-Length``
+is already on the wire, so the client gets a short body: a WSGI server
+closes the connection when the body iterator raises after the headers
+went out (gunicorn logs "Error handling request" with the traceback), and
+HTTP clients report an incomplete read, never silently wrong bytes.  If
+not a byte was sent yet (a one-chunk image), gunicorn answers 500
+instead.  Every later download is checked again and fails again; one that
+matches (the operator restored the file) is served and the record is
+``recorded`` again, ``tampered_at`` kept as history.  A matching download
+stamps ``verified_at``.
+
+How a body ends (:class:`Ending`) is decided exactly once, however it
+ends: the registry's iterator is exhausted (judged), it raises
+(Glance's image cache raises "Checksum verification failed" at the end of
+a changed file: judged like an exhausted one once the recorded size
+arrived, the registry's error is raised again; before that size the
+transfer is *broken off*, logged, not marked: a failure to read is no
+evidence of tampering), or the server closes the body before its end (the
+client went away: *abandoned*, nothing judged).
+
+If the mapping database is down the download is served unchecked, with a
+warning: images stay available without it.  ``HEAD``, other statuses and
+images without a record (data uploaded around the stack, locations added
+by API) pass untouched, as do responses whose status is unknown when the
+registry returns (webob applications, Glance included, call
+``start_response`` first).
 
 Place in the stack: innermost, next to the registry, so the bytes hashed
 are exactly the bytes the registry received and sent, whatever the outer
@@ -77,17 +101,28 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import blake3
+import webob.byterange
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from instance_aware import routing
-from instance_aware.filters import base
+from instance_aware.filters import base, import_plugins
+from instance_aware.filters.checked_body import (
+    CheckedBody,
+    Ending,
+    ImageDataMismatch,
+    Outcome,
+)
+from instance_aware.filters.hashing import (
+    BATCH_SIZE,
+    THREAD_THRESHOLD,
+    HashingReader,
+    StreamHasher,
+    fingerprinter,
+)
 from instance_aware.request import Request
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
@@ -102,316 +137,21 @@ LOG = logging.getLogger(__name__)
 DEFAULT_ALGORITHM = 'sha512'
 #: Paste key naming the algorithm when Glance's options are not loaded.
 ALGORITHM_KEY = 'hashing_algorithm'
-#: Glance import plugins known to store the staged bytes unchanged.
-_KEEPING_PLUGINS = frozenset({'no_op', 'inject_image_metadata'})
 
-_MIB = 1024 * 1024
-#: Bytes of a body hashed in the request's own thread; past them the
-#: hashing moves to a thread of its own (:class:`StreamHasher`).
-THREAD_THRESHOLD = 4 * _MIB
-#: Bytes handed to the hashing thread at a time (the body's own chunks,
-#: never copied).
-BATCH_SIZE = _MIB // 2
-#: Batches waiting for the hashing thread: what a transfer holds in
-#: memory beyond the server's own buffers is at most about
-#: ``(QUEUE_DEPTH + 2) * BATCH_SIZE``.
-QUEUE_DEPTH = 1
-
-
-class ImageDataMismatch(Exception):
-    """A download's data does not match the recorded digest.
-
-    Raised from the response body after its last bytes were withheld, so
-    the server aborts the transfer.
-    """
-
-
-class _Hash(Protocol):
-    def update(self, data: bytes, /) -> object: ...
-
-    def hexdigest(self) -> str: ...
-
-
-class StreamHasher:
-    """A ``hashlib`` object fed from a stream, hashing alongside it.
-
-    The first :data:`THREAD_THRESHOLD` bytes are hashed inline.  Past
-    them the chunks are collected in batches of :data:`BATCH_SIZE` bytes
-    and hashed in order by a thread of this hasher's own while the
-    request's thread goes on moving data: ``hashlib`` releases the GIL
-    while it hashes a large buffer, so with a spare core the hashing
-    overlaps the transfer instead of adding its whole time to it (sha512
-    runs at about 1 GiB/s, slower than a local network or disk).  The
-    bounded queue (:data:`QUEUE_DEPTH`) holds the transfer back when
-    hashing is the slower side, so memory stays constant.
-
-    The chunks are kept by reference, not copied: they must not change
-    once handed over (``bytes`` never do; anything else is copied).
-    :meth:`hexdigest` waits for the thread and ends it; :meth:`abandon`
-    ends it without waiting (the transfer was cut short), after which the
-    digest means nothing.  An :meth:`update` after either hashes inline.
-    """
-
-    def __init__(self, hasher: _Hash, *more: _Hash) -> None:
-        self._hashers = (hasher, *more)
-        self._inline = 0
-        self._batch: list[bytes] = []
-        self._batched = 0
-        self._queue: queue.Queue[list[bytes] | None] | None = None
-        self._thread: threading.Thread | None = None
-        self._abandoned = False
-        self._error: BaseException | None = None
-
-    def update(self, data: bytes) -> None:
-        if self._queue is None:
-            for hasher in self._hashers:
-                hasher.update(data)
-            self._inline += len(data)
-            if self._inline >= THREAD_THRESHOLD and self._thread is None:
-                self._start()
-            return
-        if type(data) is not bytes:
-            data = bytes(data)
-        self._batch.append(data)
-        self._batched += len(data)
-        if self._batched >= BATCH_SIZE:
-            self._queue.put(self._batch)
-            self._batch = []
-            self._batched = 0
-
-    def _start(self) -> None:
-        self._queue = queue.Queue(QUEUE_DEPTH)
-        self._thread = threading.Thread(
-            target=self._run, args=(self._queue,),
-            name='instance-aware-hash', daemon=True)
-        self._thread.start()
-
-    def _run(self, batches: queue.Queue[list[bytes] | None]) -> None:
-        updates = [hasher.update for hasher in self._hashers]
-        while (batch := batches.get()) is not None:
-            if self._abandoned or self._error is not None:
-                continue  # drained, so that the producer never blocks
-            try:
-                for data in batch:
-                    for update in updates:  # each chunk while in cache
-                        update(data)
-            except BaseException as exc:  # raised again by hexdigest()
-                self._error = exc
-
-    def _stop(self, flush: bool) -> threading.Thread | None:
-        """Send the last batch (if ``flush``) and the end to the thread."""
-        batches, self._queue = self._queue, None
-        thread = self._thread
-        if batches is not None:
-            if flush and self._batch:
-                batches.put(self._batch)
-            self._batch = []
-            self._batched = 0
-            batches.put(None)
-        return thread
-
-    def hexdigests(self) -> tuple[str, ...]:
-        """Each hasher's digest of everything given so far, in order
-        (waits for the thread)."""
-        thread = self._stop(flush=True)
-        if thread is not None:
-            thread.join()
-        if self._abandoned:
-            raise RuntimeError('the hashing was abandoned')
-        if self._error is not None:
-            raise self._error
-        return tuple(hasher.hexdigest() for hasher in self._hashers)
-
-    def hexdigest(self) -> str:
-        """The first hasher's digest (see :meth:`hexdigests`)."""
-        return self.hexdigests()[0]
-
-    def abandon(self) -> None:
-        """End the thread without waiting for it; the digest is lost."""
-        if self._queue is not None:
-            self._abandoned = True
-            self._stop(flush=False)
-
-
-class HashingReader:
-    """A ``wsgi.input`` that hashes and counts what is read through it.
-
-    Every read method of the WSGI input stream is wrapped; the bytes are
-    handed on as they are (no copy) and hashed by a :class:`StreamHasher`.
-    ``eof`` is set once a read returned nothing or read to the end: the
-    end of a chunked body was reached.  :meth:`hexdigest` gives the digest
-    once the body is read; :meth:`abandon` drops it otherwise.
-    """
-
-    def __init__(self, raw: Any, hasher: _Hash, *more: _Hash) -> None:
-        self._raw = raw
-        self._hasher = StreamHasher(hasher, *more)
-        self.count = 0
-        self.eof = False
-
-    def _seen(self, data: bytes, size: int | None) -> bytes:
-        if data:
-            self._hasher.update(data)
-            self.count += len(data)
-        elif size != 0:
-            self.eof = True
-        return data
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            # Reads to the end of the body, by definition.
-            data = self._seen(self._raw.read(), None)
-            self.eof = True
-            return data
-        return self._seen(self._raw.read(size), size)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self._seen(self._raw.readline(), None)
-        return self._seen(self._raw.readline(size), size)
-
-    def readlines(self, hint: int | None = -1) -> list[bytes]:
-        lines = []
-        total = 0
-        while line := self.readline():
-            lines.append(line)
-            total += len(line)
-            if hint is not None and 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        while line := self.readline():
-            yield line
-
-    def close(self) -> None:
-        close = getattr(self._raw, 'close', None)
-        if close is not None:
-            close()
-
-    def hexdigest(self) -> str:
-        return self._hasher.hexdigest()
-
-    def hexdigests(self) -> tuple[str, ...]:
-        return self._hasher.hexdigests()
-
-    def abandon(self) -> None:
-        """Stop hashing (no digest will be asked for)."""
-        self._hasher.abandon()
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What a full download's bytes hashed to, against the record."""
-
-    matched: bool
-    size: int
-    #: The record's ``algo`` digest, when the download was checked by it.
-    digest: str | None
-    #: The BLAKE3 fingerprint, when computed.
-    fingerprint: str | None
-
-
-def fingerprinter() -> _Hash:
-    """A new BLAKE3 hasher (one thread: the cores serve the transfer)."""
-    return blake3.blake3()
-
-
-class CheckedBody:
-    """A download body hashed on the way out, its end sent only if it
-    matches ``expected``.
-
-    Checked against the record's BLAKE3 fingerprint when it has one and
-    ``fingerprint`` is on (about six times faster than sha512); else
-    against its ``algo`` digest, computing the fingerprint alongside when
-    ``fingerprint`` is on so that the next download is the fast one.
-    ``finished(outcome)`` runs once the registry's iterator is exhausted:
-    on a mismatch instead of sending the last non-empty chunk, on a match
-    after sending it.
-    """
-
-    def __init__(self, body: Iterable[bytes], expected: Digest,
-                 finished: Callable[[Outcome], None],
-                 fingerprint: bool = True) -> None:
-        self._body = body
-        self._expected = expected
-        self._finished = finished
-        self._fingerprint = fingerprint
-        self._iterator: Iterator[bytes] | None = None
-
-    @property
-    def by_fingerprint(self) -> bool:
-        """Whether the check compares fingerprints."""
-        return self._fingerprint and self._expected.fingerprint is not None
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self._iterator is None:
-            self._iterator = self._checked()
-        return self._iterator
-
-    def _hasher(self) -> StreamHasher:
-        if self.by_fingerprint:
-            return StreamHasher(fingerprinter())
-        more = (fingerprinter(),) if self._fingerprint else ()
-        return StreamHasher(hashlib.new(self._expected.algo), *more)
-
-    def _outcome(self, values: tuple[str, ...], size: int) -> Outcome:
-        expected = self._expected
-        if self.by_fingerprint:
-            return Outcome(matched=(values[0] == expected.fingerprint
-                                    and size == expected.size),
-                           size=size, digest=None, fingerprint=values[0])
-        return Outcome(matched=(values[0] == expected.digest
-                                and size == expected.size),
-                       size=size, digest=values[0],
-                       fingerprint=values[1] if len(values) > 1 else None)
-
-    def _checked(self) -> Iterator[bytes]:
-        hasher = self._hasher()
-        update = hasher.update
-        size = 0
-        held: bytes | None = None
-        try:
-            for chunk in self._body:
-                if not chunk:
-                    continue
-                update(chunk)
-                size += len(chunk)
-                if held is not None:
-                    yield held
-                held = chunk
-            values = hasher.hexdigests()
-        finally:
-            # Cut short (the client went away, the registry failed): the
-            # hashing thread ends without finishing.  No-op otherwise.
-            hasher.abandon()
-        outcome = self._outcome(values, size)
-        if not outcome.matched:
-            self._finished(outcome)
-            raise ImageDataMismatch(
-                f'data of image {self._expected.image_id} does not match '
-                'its recorded digest; transfer aborted')
-        if held is not None:
-            yield held
-        # After the last bytes went out: the client does not wait for it.
-        self._finished(outcome)
-
-    def close(self) -> None:
-        try:
-            if self._iterator is not None:
-                self._iterator.close()  # type: ignore[attr-defined]
-        finally:
-            close = getattr(self._body, 'close', None)
-            if close is not None:
-                close()
+__all__ = ['BATCH_SIZE', 'THREAD_THRESHOLD', 'CheckedBody',
+           'DataIntegrityFilter', 'Ending', 'HashingReader',
+           'ImageDataMismatch', 'Outcome', 'StreamHasher', 'fingerprinter',
+           'whole_image']
 
 
 class _Status:
-    """``start_response`` that remembers the status it passed on."""
+    """``start_response`` that remembers the status and headers it passed
+    on."""
 
     def __init__(self, start_response: StartResponse) -> None:
         self._start_response = start_response
         self.code: int | None = None
+        self.headers: list[tuple[str, str]] = []
 
     def __call__(self, status: str, headers: list[tuple[str, str]],
                  exc_info: Any = None) -> Callable[[bytes], object]:
@@ -419,7 +159,28 @@ class _Status:
             self.code = int(status.split(None, 1)[0])
         except (ValueError, IndexError):
             self.code = None
+        self.headers = headers
         return self._start_response(status, headers, exc_info)
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+
+def whole_image(code: int | None, content_range: str | None) -> bool:
+    """Whether a download answer carries the whole image: a 200, or a 206
+    whose ``Content-Range`` (parsed by webob) runs from the first byte to
+    the last of a known length."""
+    if code == 200:
+        return True
+    if code != 206 or content_range is None:
+        return False
+    parsed = webob.byterange.ContentRange.parse(content_range)
+    return (parsed is not None and parsed.length is not None
+            and parsed.start == 0 and parsed.stop == parsed.length)
 
 
 def _content_length(environ: WSGIEnvironment) -> int | None:
@@ -435,26 +196,29 @@ class DataIntegrityFilter(base.Filter):
     """Record the digest of uploaded data; check full downloads."""
 
     ROUTES: ClassVar[frozenset[str | None]] = frozenset(
-        {'image_file', 'image_stage'})
+        {'image_file', 'image_stage', 'image_import'})
     #: Image data is streamed through its WSGI call (never webob).
     DIRECT = False
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get('REQUEST_METHOD', 'GET').upper()
-        if method not in ('GET', 'PUT'):
+        if method not in ('GET', 'PUT', 'POST'):
             return self.application(environ, start_response)
         route = routing.match(method, environ.get('PATH_INFO', ''))
         image_id = route.image_id
         if (route.name not in self.ROUTES or image_id is None
                 or not self.config.verify_image_data):
             return self.application(environ, start_response)
+        if method == 'POST':
+            if route.name == 'image_import':
+                return self._import(environ, start_response, image_id)
+            return self.application(environ, start_response)
         if method == 'PUT':
             source = models.UPLOAD if route.name == 'image_file' else (
                 models.STAGE)
             return self._upload(environ, start_response, image_id, source)
-        if route.name == 'image_file' and not (
-                'HTTP_RANGE' in environ or 'HTTP_CONTENT_RANGE' in environ):
+        if route.name == 'image_file':
             return self._download(environ, start_response, image_id)
         return self.application(environ, start_response)
 
@@ -474,17 +238,10 @@ class DataIntegrityFilter(base.Filter):
             name = None
         return str(name or self.conf.get(ALGORITHM_KEY) or DEFAULT_ALGORITHM)
 
-    def _import_may_rewrite(self) -> bool | None:
-        """Whether glance-direct may store other bytes than were staged.
-
-        ``None`` when unknown: Glance registers its import options only
-        when a process runs its first import.
-        """
-        try:
-            plugins = self.oslo_conf.image_import_opts.image_import_plugins
-        except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
-            return True if self.config.image_conversion_enabled else None
-        return bool(set(plugins or ()) - _KEEPING_PLUGINS)
+    def _rewriting_plugins(self) -> list[str]:
+        """Import plugins that the configuration says may rewrite data."""
+        return import_plugins.rewriting(
+            self.oslo_conf, self.config.image_conversion_enabled)
 
     # -- uploads -----------------------------------------------------------
 
@@ -535,6 +292,25 @@ class DataIntegrityFilter(base.Filter):
                       '%s was not recorded and its downloads will not be '
                       'checked: %s', image_id, exc)
 
+    # -- imports -----------------------------------------------------------
+
+    def _import(self, environ: WSGIEnvironment,
+                start_response: StartResponse,
+                image_id: str) -> Iterable[bytes]:
+        """Note an accepted import of an image without a record: the
+        registry fetches its bytes itself (web-download, glance-download),
+        so its digest is adopted at the first full download."""
+        status = _Status(start_response)
+        body = self.application(environ, status)
+        if status.code == 202:
+            try:
+                self.digests.expect_import(image_id)
+            except store_errors.StoreError as exc:
+                LOG.warning('Mapping database unavailable: the import of '
+                            'image %s is not noted and its downloads will '
+                            'not be checked: %s', image_id, exc)
+        return body
+
     # -- downloads ---------------------------------------------------------
 
     def _download(self, environ: WSGIEnvironment,
@@ -542,8 +318,8 @@ class DataIntegrityFilter(base.Filter):
                   image_id: str) -> Iterable[bytes]:
         status = _Status(start_response)
         body = self.application(environ, status)
-        if status.code != 200:
-            return body
+        if not whole_image(status.code, status.header('Content-Range')):
+            return body  # partial, refused, or status not known yet
         try:
             expected = self._expected(environ, image_id)
         except store_errors.StoreError as exc:
@@ -566,6 +342,8 @@ class DataIntegrityFilter(base.Filter):
         record = self.digests.get(image_id)
         if record is not None and record.state == models.STAGED:
             return self._settle_stage(environ, record)
+        if record is not None and record.state == models.PENDING:
+            return self._adopt_import(environ, record)
         return record
 
     def _registry_digest(self, environ: WSGIEnvironment,
@@ -587,6 +365,22 @@ class DataIntegrityFilter(base.Filter):
             return None
         return algo, value, size
 
+    def _adopt_import(self, environ: WSGIEnvironment,
+                      record: Digest) -> Digest | None:
+        """The registry's digest of data the stack did not see."""
+        image_id = record.image_id
+        shown = self._registry_digest(environ, image_id)
+        if shown is None:
+            LOG.warning('Image %s: the registry shows no digest yet; '
+                        'served without checking its data', image_id)
+            return None
+        algo, value, size = shown
+        LOG.info("Image %s: imported by the registry itself; its downloads "
+                 "are checked against the registry's %s digest computed "
+                 'at import', image_id, algo)
+        return self.digests.record(image_id, algo=algo, digest=value,
+                                   size=size, source=models.IMPORT)
+
     def _settle_stage(self, environ: WSGIEnvironment,
                       record: Digest) -> Digest | None:
         """What a staged digest means now that the import stored data."""
@@ -597,27 +391,47 @@ class DataIntegrityFilter(base.Filter):
                         'served without checking its data', image_id)
             return None
         algo, value, size = shown
-        rewrites = self._import_may_rewrite()
-        if (algo, value) == (record.algo, record.digest) or (
-                algo != record.algo and rewrites is False):
+        if (algo, value) == (record.algo, record.digest):
             self.digests.confirm(image_id, record.digest)
             return dataclasses.replace(record, state=models.RECORDED)
-        if algo == record.algo and rewrites is False:
+        rewriting = self._rewriting_plugins()
+        if not rewriting:
+            if algo != record.algo:
+                # Not comparable here: the download compares the stored
+                # bytes with the staged digest itself.
+                self.digests.confirm(image_id, record.digest)
+                return dataclasses.replace(record, state=models.RECORDED)
             LOG.error('ALERT: the staged data of image %s changed before '
                       'the import stored it (staged %s %s, stored %s); no '
-                      'import plugin rewrites data here', image_id, algo,
-                      record.digest, value)
-            return record
+                      'import plugin configured here rewrites data.  Image '
+                      'marked tampered; its downloads fail.', image_id,
+                      algo, record.digest, value)
+            try:
+                self.digests.mark_tampered(image_id, record.digest)
+            except store_errors.StoreError as exc:
+                LOG.warning('Mapping database unavailable: image %s is not '
+                            'marked tampered: %s', image_id, exc)
+            return dataclasses.replace(record, state=models.TAMPERED)
         LOG.info('Image %s: the import stored other data than was staged '
-                 '(import plugins may rewrite it); downloads are checked '
+                 '(import plugins %s rewrite it); its downloads are checked '
                  "against the registry's %s digest computed at import",
-                 image_id, algo)
+                 image_id, ', '.join(rewriting), algo)
         return self.digests.record(image_id, algo=algo, digest=value,
                                    size=size, source=models.IMPORT)
 
     def _checked(self, expected: Digest, outcome: Outcome) -> None:
-        """Log and store the outcome of a full download."""
+        """Log and store how a full download ended (once per download)."""
         image_id = expected.image_id
+        if outcome.ending is Ending.ABANDONED:
+            LOG.debug('Image %s: download closed after %d bytes, before its '
+                      'end; not judged', image_id, outcome.size)
+            return
+        if outcome.ending is Ending.BROKEN_OFF:
+            LOG.warning('Image %s: the registry broke off its download after '
+                        '%d of %d bytes (%s); the transfer failed, its data '
+                        'was not judged', image_id, outcome.size,
+                        expected.size, outcome.error)
+            return
         matched = outcome.matched
         if not matched:
             if outcome.digest is None:
@@ -644,4 +458,3 @@ class DataIntegrityFilter(base.Filter):
             LOG.warning('Mapping database unavailable: the check of image '
                         '%s (%s) is not stored: %s', image_id,
                         'match' if matched else 'MISMATCH', exc)
-

@@ -46,6 +46,9 @@ BARE = 'bare'
 NOAUTH = 'noauth'
 KEYSTONE = 'keystone'
 FLAVORS = (NOAUTH, KEYSTONE)
+#: ``noauth`` with Glance's image cache after the stack, as the deployer
+#: guide's ``caching`` line: for tests, not offered by ``serve``.
+CACHING = 'caching'
 
 #: Glance's internal stores (``glance.common.wsgi_app.RESERVED_STORES``).
 RESERVED_STORES = {'os_glance_staging_store': 'file',
@@ -169,6 +172,11 @@ def config_sections(state: StateDir, *, flavor: str = NOAUTH,
         # turns the lifecycle on against a Barbican (see the key tests).
         'instance_aware_keys': {'enabled': 'False'},
     }
+    if flavor == CACHING:
+        # Glance's default cache driver (centralized_db) records cached
+        # images under this worker's URL; one host, so any URL does.
+        sections['DEFAULT']['worker_self_reference_url'] = (
+            'http://127.0.0.1')
     if os.path.exists(state.policy_file):
         sections['oslo_policy'] = {'policy_file': state.policy_file}
     if auth_url:
@@ -277,9 +285,9 @@ def prepare(path: str | os.PathLike[str], *, flavor: str = NOAUTH,
     Safe to repeat: the configuration and paste files are rewritten, the
     databases and stores are kept.
     """
-    if flavor not in FLAVORS:
+    if flavor not in (*FLAVORS, CACHING):
         raise SetupError(f'unknown flavor {flavor!r} (one of '
-                         f'{", ".join(FLAVORS)})')
+                         f'{", ".join((*FLAVORS, CACHING))})')
     if flavor == KEYSTONE and not auth_url:
         raise SetupError('the keystone flavor needs an auth URL')
     state = StateDir(os.fspath(path))

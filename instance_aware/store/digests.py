@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -62,6 +63,24 @@ class Digests:
                 self._where(image_id))).one_or_none()
             return None if row is None else _digest(row)
 
+    def listing(self, *, unverified: bool = False, tampered: bool = False,
+                image_ids: Sequence[str] = ()) -> list[Digest]:
+        """Records, oldest first: only those never verified by a full
+        download since recorded (``unverified``), only ``tampered`` ones,
+        only those of ``image_ids``; the filters combine."""
+        query = sa.select(models.ImageData).where(
+            models.ImageData.registry_id == self.registry_id)
+        if unverified:
+            query = query.where(models.ImageData.verified_at.is_(None))
+        if tampered:
+            query = query.where(models.ImageData.state == models.TAMPERED)
+        if image_ids:
+            query = query.where(models.ImageData.image_id.in_(image_ids))
+        query = query.order_by(models.ImageData.recorded_at,
+                               models.ImageData.image_id)
+        with self.db.session() as session:
+            return [_digest(row) for row in session.scalars(query)]
+
     def record(self, image_id: str, *, algo: str, digest: str, size: int,
                source: str, state: str = models.RECORDED,
                fingerprint: str | None = None) -> Digest:
@@ -94,6 +113,31 @@ class Digests:
             row.verified_at = row.tampered_at = None
             session.flush()
             return _digest(row)
+
+    @retry.transaction
+    def _expect_import(self, image_id: str) -> bool:
+        with self.db.session(write=True) as session:
+            row = session.scalars(sa.select(models.ImageData).where(
+                self._where(image_id)).with_for_update()).one_or_none()
+            if row is not None:
+                return False
+            session.add(models.ImageData(
+                registry_id=self.registry_id, image_id=image_id,
+                source=models.IMPORT, state=models.PENDING, algo='',
+                digest='', size=0, recorded_at=models.utcnow()))
+            return True
+
+    def expect_import(self, image_id: str) -> bool:
+        """An import the stack cannot see the bytes of was accepted:
+        ``pending`` until the registry's digest is adopted.
+
+        A record the image already has (a staged digest for glance-direct,
+        the digest of the data copy-image copies) is kept; ``False`` then.
+        """
+        try:
+            return self._expect_import(image_id)
+        except errors.Conflict:  # another process recorded it first
+            return False
 
     def _update(self, image_id: str, digest: str, session: orm.Session,
                 **values: object) -> bool:

@@ -186,6 +186,9 @@ IMPORT = 'import'
 STAGED = 'staged'
 RECORDED = 'recorded'
 TAMPERED = 'tampered'
+#: An import the stack saw accepted but whose bytes it did not see
+#: (web-download, glance-download): no digest yet.
+PENDING = 'pending'
 
 
 class ImageData(Base):
@@ -193,10 +196,13 @@ class ImageData(Base):
 
     ``source`` says where the digest comes from: ``upload`` (computed over
     ``PUT /file``), ``stage`` (computed over ``PUT /stage``) or ``import``
-    (the registry's own digest, taken when an import plugin rewrote staged
-    data).  ``state`` is ``staged`` until a staged digest has been compared
-    with what the import stored, then ``recorded``, or ``tampered`` after a
-    download that did not match (``tampered_at``).  ``verified_at`` is the
+    (the registry's own digest, adopted when an import plugin rewrote
+    staged data, or for an import whose bytes the stack did not see).
+    ``state`` is ``pending`` for such an import until the registry's digest
+    is adopted, ``staged`` until a staged digest has been compared with
+    what the import stored, then ``recorded``, or ``tampered`` after a
+    download that did not match or a staged file changed before its
+    import (``tampered_at``).  ``verified_at`` is the
     last full download that matched.  ``fingerprint`` is the BLAKE3 digest
     of the same bytes, which downloads are checked against once known: it
     costs a sixth of sha512's time, so a verified download keeps up with

@@ -99,3 +99,48 @@ def test_fingerprint_recorded_learned_and_forgotten(digests: Digests) -> None:
     assert digests.mark_verified(IMAGE, OTHER)
     kept = digests.get(IMAGE)
     assert kept is not None and kept.fingerprint == 'b' * 64
+
+
+def test_expect_import_only_for_images_without_a_record(
+        digests: Digests) -> None:
+    assert digests.expect_import(IMAGE)
+    pending = digests.get(IMAGE)
+    assert pending is not None
+    assert (pending.source, pending.state, pending.digest, pending.size) == (
+        models.IMPORT, models.PENDING, '', 0)
+    assert not digests.expect_import(IMAGE)
+    adopted = digests.record(IMAGE, algo='sha512', digest=SHA, size=4,
+                             source=models.IMPORT)
+    assert (adopted.state, adopted.digest) == (models.RECORDED, SHA)
+    other = '1c0a7c36-53a8-4a59-9e0e-2c1e6d9c0b77'
+    digests.record(other, algo='sha512', digest=OTHER, size=5,
+                   source=models.STAGE, state=models.STAGED)
+    assert not digests.expect_import(other)
+    kept = digests.get(other)
+    assert kept is not None and kept.state == models.STAGED
+
+
+def test_listing_filters_and_order(digests: Digests,
+                                   migrated_engine: sa.Engine) -> None:
+    first, second, third = (f'00000000-0000-4000-8000-00000000000{n}'
+                            for n in range(3))
+    digests.record(first, algo='sha512', digest=SHA, size=4,
+                   source=models.UPLOAD)
+    digests.record(second, algo='sha512', digest=OTHER, size=5,
+                   source=models.UPLOAD)
+    digests.expect_import(third)
+    Digests(ia_engine.Database(migrated_engine), 'r2').record(
+        first, algo='sha512', digest=SHA, size=4, source=models.UPLOAD)
+    assert digests.mark_verified(first, SHA)
+    assert digests.mark_tampered(second, OTHER)
+
+    def ids(unverified: bool = False, tampered: bool = False,
+            image_ids: tuple[str, ...] = ()) -> list[str]:
+        return [d.image_id for d in digests.listing(
+            unverified=unverified, tampered=tampered, image_ids=image_ids)]
+
+    assert ids() == [first, second, third]
+    assert ids(unverified=True) == [second, third]
+    assert ids(tampered=True) == [second]
+    assert ids(image_ids=(third, first)) == [first, third]
+    assert ids(unverified=True, image_ids=(first,)) == []

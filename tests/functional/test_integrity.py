@@ -10,17 +10,22 @@ the stack's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import os
+import pathlib
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import blake3
 import pytest
 import requests
 
 from instance_aware.filters import data_integrity
+from instance_aware.local import glance
 from instance_aware.local.server import GlanceServer
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
@@ -95,14 +100,17 @@ def _download(api: Api, project: str, image_id: str) -> bytes:
     return response.content
 
 
-def _failed_download(api: Api, project: str,
-                     image_id: str) -> tuple[int, int]:
-    """(bytes received, Content-Length) of a download that must fail."""
+def _failed_download(api: Api, project: str, image_id: str,
+                     headers: dict[str, str] | None = None,
+                     status: int = 200) -> tuple[int, int | None]:
+    """(bytes received, Content-Length) of a download that must fail;
+    ``None`` for a chunked answer (Glance's image cache sends them)."""
     received = 0
     with api.get(f'/v2/images/{image_id}/file', project=project,
-                 stream=True) as response:
-        assert response.status_code == 200
-        announced = int(response.headers['Content-Length'])
+                 stream=True, headers=headers or {}) as response:
+        assert response.status_code == status, response.text
+        length = response.headers.get('Content-Length')
+        announced = None if length is None else int(length)
         with pytest.raises((requests.exceptions.ChunkedEncodingError,
                             requests.exceptions.ConnectionError)):
             for chunk in response.iter_content(STORE_CHUNK):
@@ -323,3 +331,244 @@ def test_tampered_image_of_one_chunk_gets_500(
     assert response.status_code == 500
     assert data[:100] not in response.content
     assert _record(digests, image_id).state == models.TAMPERED
+
+
+# -- issue 20 ---------------------------------------------------------------
+
+def _active(api: Api, project: str, image_id: str,
+            timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown: dict[str, object] = api.get(f'/v2/images/{image_id}',
+                                           project=project).json()
+        if shown['status'] == 'active' or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize('range_header', [
+    pytest.param('bytes=0-', id='from-the-start'),
+    pytest.param(f'bytes=-{SIZE}', id='suffix-of-the-size'),
+    pytest.param(f'bytes=-{SIZE + 10}', id='suffix-beyond-the-size'),
+    pytest.param(f'bytes=0-{SIZE + 10}', id='end-beyond-the-size'),
+    pytest.param(f'bytes=0-{SIZE - 1}', id='first-to-last-byte'),
+])
+def test_range_covering_the_whole_image_is_checked(
+        api: Api, digests: Digests, glance_server: GlanceServer,
+        range_header: str) -> None:
+    """Finding 3: a range over the whole image is a full download."""
+    project = _project()
+    image_id = _create(api, project)
+    data = _data(seed=f'range{range_header}')
+    _upload(api, project, image_id, data)
+    whole = api.get(f'/v2/images/{image_id}/file', project=project,
+                    headers={'Range': range_header})
+    assert whole.status_code == 206, whole.text
+    assert whole.headers['Content-Range'] == f'bytes 0-{SIZE - 1}/{SIZE}'
+    assert whole.content == data
+    assert _verified(digests, image_id).verified_at is not None
+
+    _flip(_stored_file(glance_server, image_id), SIZE // 3)
+    log_offset = os.path.getsize(glance_server.log_file)
+    received, announced = _failed_download(
+        api, project, image_id, headers={'Range': range_header},
+        status=206)
+    assert announced == SIZE
+    assert SIZE - STORE_CHUNK <= received < SIZE
+    alert = f'ALERT: data of image {image_id} does not match'
+    assert alert in _log_since(glance_server, log_offset, alert)
+    assert _record(digests, image_id).state == models.TAMPERED
+
+    # A partial range is Glance's answer, unchecked (documented).
+    partial = api.get(f'/v2/images/{image_id}/file', project=project,
+                      headers={'Range': f'bytes={SIZE // 3}-{SIZE - 1}'})
+    assert partial.status_code == 206
+    assert len(partial.content) == SIZE - SIZE // 3
+    assert partial.content != data[SIZE // 3:]
+
+
+def test_several_ranges_are_refused_by_glance(
+        api: Api, digests: Digests) -> None:
+    project = _project()
+    image_id = _create(api, project)
+    _upload(api, project, image_id, _data(seed='multi'))
+    response = api.get(f'/v2/images/{image_id}/file', project=project,
+                       headers={'Range': f'bytes=0-9,10-{SIZE - 1}'})
+    assert response.status_code == 400
+    assert 'multiple ranges are not supported' in response.text
+    record = _record(digests, image_id)
+    assert (record.state, record.verified_at) == (models.RECORDED, None)
+
+
+@pytest.fixture
+def own_server(
+        tmp_path: pathlib.Path) -> Iterator[Callable[..., GlanceServer]]:
+    """``own_server(flavor)``: a Glance of this test's own, started."""
+    servers: list[GlanceServer] = []
+
+    def start(flavor: str = glance.NOAUTH,
+              extra_conf: str | None = None) -> GlanceServer:
+        server = GlanceServer(tmp_path / f'glance-{flavor}', flavor=flavor,
+                              max_lifetime=600)
+        if extra_conf is not None:
+            os.makedirs(server.state.config_dir, exist_ok=True)
+            with open(os.path.join(server.state.config_dir, 'test.conf'),
+                      'w', encoding='utf-8') as stream:
+                stream.write(extra_conf)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def _digests_of(server: GlanceServer) -> Digests:
+    engine = ia_engine.create_engine(server.state.instance_aware_db_url)
+    return Digests(ia_engine.Database(engine), 'default')
+
+
+def test_tampered_stage_imported_then_downloaded_by_a_fresh_worker(
+        own_server: Callable[..., GlanceServer]) -> None:
+    """Finding 1: the worker that serves the download never ran an import
+    (a restart in between), so Glance's import options are not registered
+    in it; a changed staged file is still a tamper, not adopted."""
+    server = own_server()
+    api = Api(server.url)
+    digests = _digests_of(server)
+    project = _project()
+    image_id = _create(api, project)
+    data = _data(seed='staged-tamper')
+    _upload(api, project, image_id, data, route='stage')
+    staged = os.path.join(server.state.store_dir('staging'), image_id)
+    _flip(staged, SIZE // 2, 1)
+    response = api.post(f'/v2/images/{image_id}/import', project=project,
+                        json={'method': {'name': 'glance-direct'}})
+    assert response.status_code == 202, response.text
+    shown = _active(api, project, image_id)
+    assert shown['status'] == 'active', shown
+    assert shown['os_hash_value'] != hashlib.sha512(data).hexdigest()
+
+    server.stop()
+    server.start()  # a fresh worker: no import ran in it
+    api = Api(server.url)
+    log_offset = os.path.getsize(server.log_file)
+    received, announced = _failed_download(api, project, image_id)
+    assert announced == SIZE and received < SIZE
+    staged_alert = (f'ALERT: the staged data of image {image_id} changed '
+                    'before the import stored it')
+    logged = _log_since(server, log_offset, staged_alert)
+    assert staged_alert in logged
+    record = _record(digests, image_id)
+    assert (record.source, record.state, record.digest) == (
+        models.STAGE, models.TAMPERED, hashlib.sha512(data).hexdigest())
+    assert 'import plugins' not in logged.split(staged_alert)[0]
+
+    # And so on every later download.
+    received, _ = _failed_download(api, project, image_id)
+    assert received < SIZE
+    digests.db.engine.dispose()
+
+
+def test_image_cache_in_the_pipeline_changes_nothing(
+        own_server: Callable[..., GlanceServer]) -> None:
+    """Finding 2: Glance's cache tee raises "Checksum verification failed"
+    at the end of a changed file; the download is still marked and
+    alerted, on every attempt."""
+    server = own_server(glance.CACHING)
+    api = Api(server.url)
+    digests = _digests_of(server)
+    project = _project()
+    image_id = _create(api, project)
+    data = _data(seed='cached')
+    _upload(api, project, image_id, data)
+    path = _stored_file(server, image_id)
+    _flip(path, SIZE // 2)
+    for attempt in range(2):
+        log_offset = os.path.getsize(server.log_file)
+        received, announced = _failed_download(api, project, image_id)
+        # The cache middleware answers chunked: the broken chunked body
+        # is what the client sees fail.
+        assert announced is None and received < SIZE
+        alert = f'ALERT: data of image {image_id} does not match'
+        logged = _log_since(server, log_offset, alert)
+        assert alert in logged, logged[-3000:]
+        assert 'Checksum verification failed' in logged
+        record = _record(digests, image_id)
+        assert record.state == models.TAMPERED, attempt
+    assert not os.path.exists(os.path.join(server.state.join('cache'),
+                                           image_id))
+
+    # Restored: served, verified, and cached; the cached copy is checked.
+    _flip(path, SIZE // 2)
+    assert _download(api, project, image_id) == data
+    assert _verified(digests, image_id).state == models.RECORDED
+    first = _record(digests, image_id).verified_at
+    assert _download(api, project, image_id) == data
+    later = _verified(digests, image_id)
+    assert first is not None and later.verified_at is not None
+    assert later.verified_at > first
+    digests.db.engine.dispose()
+
+
+@pytest.fixture
+def web_file(tmp_path: pathlib.Path) -> Iterator[tuple[str, int, bytes]]:
+    """(URL, port, data) of a file served over HTTP on 127.0.0.1."""
+    root = tmp_path / 'www'
+    root.mkdir()
+    data = _data(seed='web')
+    (root / 'image.raw').write_bytes(data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(root))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{port}/image.raw', port, data
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_web_download_adopts_glance_digest_and_checks_downloads(
+        own_server: Callable[..., GlanceServer],
+        web_file: tuple[str, int, bytes]) -> None:
+    """The stack never sees the bytes Glance fetches: Glance's digest
+    computed at import is adopted at the first download, which is
+    checked against it, and so is every later one."""
+    url, port, data = web_file
+    server = own_server(extra_conf=(
+        # Glance refuses loopback sources unless they are allowed.
+        '[import_filtering_opts]\nallowed_hosts = [127.0.0.1]\n'
+        f'allowed_ports = [{port}]\n'))
+    api = Api(server.url)
+    digests = _digests_of(server)
+    project = _project()
+    image_id = _create(api, project)
+    response = api.post(f'/v2/images/{image_id}/import', project=project,
+                        json={'method': {'name': 'web-download',
+                                         'uri': url}})
+    assert response.status_code == 202, response.text
+    pending = _record(digests, image_id)
+    assert (pending.source, pending.state) == (models.IMPORT,
+                                               models.PENDING)
+    shown = _active(api, project, image_id)
+    assert shown['status'] == 'active', shown
+
+    assert _download(api, project, image_id) == data
+    record = _verified(digests, image_id)
+    assert (record.source, record.state, record.digest, record.size) == (
+        models.IMPORT, models.RECORDED, hashlib.sha512(data).hexdigest(),
+        SIZE)
+    assert record.verified_at is not None
+    assert record.fingerprint == blake3.blake3(data).hexdigest()
+
+    _flip(_stored_file(server, image_id), 1000)
+    log_offset = os.path.getsize(server.log_file)
+    received, _ = _failed_download(api, project, image_id)
+    assert received < SIZE
+    alert = f'ALERT: data of image {image_id} does not match'
+    assert alert in _log_since(server, log_offset, alert)
+    assert _record(digests, image_id).state == models.TAMPERED
+    digests.db.engine.dispose()

@@ -25,12 +25,15 @@ from typing import Any
 import blake3
 import pytest
 import webob
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from oslo_config import cfg
 
-from instance_aware.filters import data_integrity, stack
+from instance_aware.filters import data_integrity, import_plugins, stack
+from instance_aware.filters import hashing as hashing_module
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import migration, models
-from instance_aware.store.digests import Digests
+from instance_aware.store.digests import Digest, Digests
 
 IMAGE = '8d3a5e0c-4a0b-4c84-9a53-2b1f0c7d9e11'
 FILE = f'/v2/images/{IMAGE}/file'
@@ -123,6 +126,8 @@ class Registry:
         self.received_size = 0
         self.download: Callable[[], Iterable[bytes]] = lambda: [b'data']
         self.download_status = '200 OK'
+        self.content_range: str | None = None
+        self.import_status = '202 Accepted'
         self.shown: dict[str, Any] = {}
         self.bodies: list[Body] = []
         self.calls: list[str] = []
@@ -135,11 +140,16 @@ class Registry:
             self._upload(environ)
             start_response(self.put_status, [('Content-Length', '0')])
             return []
+        if method == 'POST':
+            start_response(self.import_status, [('Content-Length', '0')])
+            return []
         if path.endswith('/file'):
             body = Body(self.download())
             self.bodies.append(body)
-            start_response(self.download_status, [
-                ('Content-Type', 'application/octet-stream')])
+            headers = [('Content-Type', 'application/octet-stream')]
+            if self.content_range is not None:
+                headers.append(('Content-Range', self.content_range))
+            start_response(self.download_status, headers)
             return body
         data = json.dumps(self.shown).encode()
         start_response('200 OK', [('Content-Type', 'application/json'),
@@ -188,8 +198,8 @@ def hashing(request: pytest.FixtureRequest,
     """Hash inline (bodies below the threshold), or in the hashing thread
     from the first chunk on, in batches of a few chunks."""
     if request.param == 'threaded':
-        monkeypatch.setattr(data_integrity, 'THREAD_THRESHOLD', 0)
-        monkeypatch.setattr(data_integrity, 'BATCH_SIZE', 150)
+        monkeypatch.setattr(hashing_module, 'THREAD_THRESHOLD', 0)
+        monkeypatch.setattr(hashing_module, 'BATCH_SIZE', 150)
     mode: str = request.param
     return mode
 
@@ -738,12 +748,44 @@ def test_staged_digest_confirmed_by_the_import(
     assert registry.calls[-1] == f'GET {FILE}'
 
 
+def _loaded_from(tmp_path: pathlib.Path, text: str) -> cfg.ConfigOpts:
+    """A service configuration loaded from a file with ``text``, Glance's
+    import options not registered (no import ran in this process)."""
+    path = tmp_path / 'glance-api.conf'
+    path.write_text(text)
+    conf = cfg.ConfigOpts()
+    conf(['--config-file', str(path)], project='glance')
+    return conf
+
+
+REWRITING = ("[image_import_opts]\n"
+             "image_import_plugins = ['image_conversion']\n")
+
+
+@pytest.mark.parametrize('how', [
+    pytest.param('registered', id='glance-options-registered'),
+    pytest.param('file', id='read-from-the-service-files'),
+    pytest.param('paste', id='image_conversion_enabled'),
+])
 def test_rewritten_on_import_adopts_the_registry_digest(
-        stack_filter: Any, registry: Registry, digests: Digests,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """Glance's import options are not loaded here: plugins unknown."""
+        db_url: str, registry: Registry, digests: Digests,
+        tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
+        how: str) -> None:
+    """The configuration positively says a plugin rewrites data."""
+    paste = {'connection': db_url}
+    if how == 'registered':
+        conf = _loaded_from(tmp_path, REWRITING)
+        # As Glance declares it, once this process ran an import.
+        conf.register_opt(import_plugins.glance_option(),
+                          group='image_import_opts')
+    elif how == 'file':
+        conf = _loaded_from(tmp_path, REWRITING)
+    else:
+        conf = _loaded_from(tmp_path, '')
+        paste['image_conversion_enabled'] = 'true'
+    app = data_integrity.DataIntegrityFilter(registry, paste, conf)
     with caplog.at_level(logging.INFO):
-        body = _stage_then_download(stack_filter, registry, CONVERTED)
+        body = _stage_then_download(app, registry, CONVERTED)
         assert b''.join(body) == CONVERTED
     record = digests.get(IMAGE)
     assert record is not None
@@ -754,25 +796,78 @@ def test_rewritten_on_import_adopts_the_registry_digest(
     # gave the fingerprint the next downloads are checked against.
     assert record.fingerprint == _fingerprint(CONVERTED)
     assert 'ALERT' not in caplog.text
+    assert 'import plugins image_conversion rewrite it' in caplog.text
     # From now on, the stored data is checked against it.
     registry.download = lambda: [CONVERTED[:-1], b'!']
-    _started, body = _call(stack_filter, _environ('GET', FILE))
+    _started, body = _call(app, _environ('GET', FILE))
     with pytest.raises(data_integrity.ImageDataMismatch):
         b''.join(body)
 
 
+@pytest.mark.parametrize('how', [
+    pytest.param('registered', id='keeping-plugins-registered'),
+    pytest.param('file', id='keeping-plugins-in-the-files'),
+    pytest.param('none', id='no-plugin-in-the-files'),
+    pytest.param('unknown', id='configuration-never-loaded'),
+])
 def test_staged_data_changed_without_rewriting_plugins_alerts(
-        conf: cfg.ConfigOpts, stack_filter: Any, registry: Registry,
-        digests: Digests, caplog: pytest.LogCaptureFixture) -> None:
-    conf.register_opt(cfg.ListOpt('image_import_plugins', default=[
-        'inject_image_metadata']), group='image_import_opts')
-    body = _stage_then_download(stack_filter, registry, CONVERTED)
+        db_url: str, registry: Registry, digests: Digests,
+        tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
+        how: str) -> None:
+    """Unknown or no rewriting plugin: a changed staged file is a tamper,
+    whatever this process did before (finding 1 of issue 20)."""
+    keeping = ("[image_import_opts]\nimage_import_plugins = "
+               "['no_op', 'inject_image_metadata']\n")
+    if how == 'registered':
+        conf = _loaded_from(tmp_path, keeping)
+        # As Glance declares it, once this process ran an import.
+        conf.register_opt(import_plugins.glance_option(),
+                          group='image_import_opts')
+    elif how == 'file':
+        conf = _loaded_from(tmp_path, keeping)
+    elif how == 'none':
+        conf = _loaded_from(tmp_path, '[DEFAULT]\n')
+    else:
+        conf = cfg.ConfigOpts()
+    app = data_integrity.DataIntegrityFilter(
+        registry, {'connection': db_url}, conf)
+    body = _stage_then_download(app, registry, CONVERTED)
+    received = []
     with pytest.raises(data_integrity.ImageDataMismatch):
-        b''.join(body)
-    assert 'ALERT: the staged data of image' in caplog.text
+        received.extend(body)
+    assert received == [CONVERTED[:5000]]
+    alert = (f'ALERT: the staged data of image {IMAGE} changed before the '
+             'import stored it')
+    assert alert in caplog.text
     record = digests.get(IMAGE)
     assert record is not None
-    assert (record.source, record.state) == (models.STAGE, models.TAMPERED)
+    assert (record.source, record.state, record.digest) == (
+        models.STAGE, models.TAMPERED, hashlib.sha512(STAGED).hexdigest())
+    assert record.tampered_at is not None
+    # Every later download fails too, without asking the registry again.
+    calls = len(registry.calls)
+    _started, body = _call(app, _environ('GET', FILE))
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        b''.join(body)
+    assert registry.calls[calls:] == [f'GET {FILE}']
+
+
+def test_staged_digest_of_another_algorithm_is_kept(
+        stack_filter: Any, registry: Registry, digests: Digests) -> None:
+    """The registry hashed with another algorithm and no plugin rewrites:
+    the download itself compares the stored bytes with the staged digest."""
+    _upload(stack_filter, STAGED, chunked=True, path=STAGE)
+    registry.shown = {'os_hash_algo': 'sha256',
+                      'os_hash_value': hashlib.sha256(STAGED).hexdigest(),
+                      'size': len(STAGED)}
+    registry.download = lambda: [STAGED[:5000], STAGED[5000:]]
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    assert b''.join(body) == STAGED
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state, record.algo) == (
+        models.STAGE, models.RECORDED, 'sha512')
+    assert record.verified_at is not None
 
 
 # -- mapping database down -------------------------------------------------
@@ -927,4 +1022,335 @@ def test_refused_or_short_upload_ends_the_hashing_thread(
         'PUT', FILE, _chunks(MIB), None if read_at_most else MIB))
     _drain(body)
     assert _hash_threads_end()
+    assert digests.get(IMAGE) is None
+
+
+# -- however a body ends (issue 20, finding 2) -----------------------------
+
+class Fault(Exception):
+    """What the registry's iterator raises (Glance's cache tee, a store)."""
+
+
+class Source:
+    """The registry's body: ``chunks``, then ``Fault`` if ``fault``."""
+
+    def __init__(self, chunks: list[bytes], fault: bool) -> None:
+        self.chunks = chunks
+        self.fault = Fault('registry failed') if fault else None
+        self.closes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+        if self.fault is not None:
+            raise self.fault
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def _mutated(data: bytes, how: str) -> bytes:
+    if how == 'flip' and data:
+        return data[:-1] + bytes([data[-1] ^ 1])
+    if how == 'shorter' and data:
+        return data[:-1]
+    if how == 'longer':
+        return data + b'!'
+    return data
+
+
+@st.composite
+def endings(draw: st.DrawFn) -> dict[str, Any]:
+    chunks = draw(st.lists(st.binary(max_size=40), max_size=8))
+    data = b''.join(chunks)
+    return {
+        'chunks': chunks,
+        # Raise where the registry's chunks end (Glance's cache tee),
+        # or after any number of them (a store failing).
+        'fault_at': draw(st.one_of(
+            st.none(), st.integers(0, len(chunks)))),
+        'recorded': _mutated(data, draw(st.sampled_from(
+            ['same', 'same', 'flip', 'shorter', 'longer']))),
+        'by_fingerprint': draw(st.booleans()),
+        # next() calls before close(); None: until the body ends.
+        'steps': draw(st.one_of(st.none(), st.integers(0, 10))),
+        'started': draw(st.booleans()),
+        'closes': draw(st.integers(1, 3)),
+    }
+
+
+def _expected_ending(case: dict[str, Any]) -> data_integrity.Ending:
+    """What the body must report, worked out from the case alone."""
+    chunks, fault_at = case['chunks'], case['fault_at']
+    given = [c for c in (chunks if fault_at is None else chunks[:fault_at])
+             if c]
+    steps = case['steps']
+    reached_end = case['started'] and (
+        steps is None or steps >= max(len(given), 1))
+    if not reached_end:
+        return data_integrity.Ending.ABANDONED
+    received = b''.join(given)
+    recorded = case['recorded']
+    if fault_at is not None and len(received) < len(recorded):
+        return data_integrity.Ending.BROKEN_OFF
+    if received == recorded:
+        return data_integrity.Ending.MATCHED
+    return data_integrity.Ending.MISMATCHED
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=endings())
+def test_a_body_is_judged_once_however_it_ends(
+        hashing: str, case: dict[str, Any]) -> None:
+    chunks, fault_at = case['chunks'], case['fault_at']
+    served = chunks if fault_at is None else chunks[:fault_at]
+    source = Source(served, fault=fault_at is not None)
+    recorded = case['recorded']
+    expected = Digest(
+        image_id=IMAGE, source=models.UPLOAD, state=models.RECORDED,
+        algo='sha512', digest=hashlib.sha512(recorded).hexdigest(),
+        size=len(recorded), recorded_at=models.utcnow(), verified_at=None,
+        tampered_at=None,
+        fingerprint=(_fingerprint(recorded) if case['by_fingerprint']
+                     else None))
+    outcomes: list[data_integrity.Outcome] = []
+    body = data_integrity.CheckedBody(source, expected, outcomes.append)
+
+    sent: list[bytes] = []
+    raised: BaseException | None = None
+    if case['started']:
+        iterator = iter(body)
+        steps = case['steps']
+        taken = 0
+        while steps is None or taken < steps:
+            taken += 1
+            try:
+                sent.append(next(iterator))
+            except StopIteration:
+                break
+            except (Fault, data_integrity.ImageDataMismatch) as exc:
+                raised = exc
+                break
+    for _ in range(case['closes']):
+        body.close()
+
+    ending = _expected_ending(case)
+    assert [outcome.ending for outcome in outcomes] == [ending]
+    assert source.closes == 1
+    pieces = [c for c in served if c]
+    if ending is data_integrity.Ending.MATCHED and fault_at is None:
+        assert b''.join(sent) == recorded
+    else:
+        # The last chunk the registry gave never goes out unvouched, nor
+        # after the registry failed.
+        assert sent == pieces[:len(sent)]
+        assert len(sent) <= max(len(pieces) - 1, 0)
+    outcome = outcomes[0]
+    if ending in (data_integrity.Ending.MATCHED,
+                  data_integrity.Ending.MISMATCHED):
+        assert outcome.size == len(b''.join(pieces))
+    if fault_at is not None and ending is not (
+            data_integrity.Ending.ABANDONED):
+        assert raised is source.fault and outcome.error is source.fault
+    elif ending is data_integrity.Ending.MISMATCHED:
+        assert isinstance(raised, data_integrity.ImageDataMismatch)
+    else:
+        assert raised is None
+    assert _hash_threads_end()
+
+
+def test_cache_tee_failure_at_the_end_marks_and_alerts(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Glance's image cache raises "Checksum verification failed" where a
+    changed file ends: judged, marked and alerted all the same."""
+    _record(digests, [b'a' * 100, b'b' * 100])
+
+    def tee() -> Iterator[bytes]:
+        yield b'a' * 100
+        yield b'b' * 99 + b'X'
+        raise RuntimeError('Checksum verification failed. Aborted caching')
+
+    registry.download = tee
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    received = []
+    with caplog.at_level(logging.ERROR), pytest.raises(
+            RuntimeError, match='Aborted caching'):
+        received.extend(body)
+    body.close()
+    assert received == [b'a' * 100]
+    assert f'ALERT: data of image {IMAGE} does not match' in caplog.text
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.state, record.verified_at) == (models.TAMPERED, None)
+
+
+def test_registry_breaking_off_early_is_logged_not_marked(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _record(digests, [b'a' * 100, b'b' * 100])
+
+    def broken() -> Iterator[bytes]:
+        yield b'a' * 100
+        raise OSError('store connection reset')
+
+    registry.download = broken
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    with pytest.raises(OSError, match='reset'):
+        b''.join(body)
+    body.close()
+    assert (f'Image {IMAGE}: the registry broke off its download after '
+            '100 of 200 bytes (store connection reset)') in caplog.text
+    assert 'ALERT' not in caplog.text
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.state, record.verified_at, record.tampered_at) == (
+        models.RECORDED, None, None)
+
+
+# -- ranges (issue 20, finding 3) ------------------------------------------
+
+WHOLE = [b'0123456789'] * 3
+
+
+@pytest.mark.parametrize('content_range', [
+    pytest.param('bytes 0-29/30', id='whole'),
+    pytest.param('bytes 0-29/*', id='length-unknown'),
+    pytest.param('bytes 1-29/30', id='from-the-second-byte'),
+    pytest.param('bytes 0-28/30', id='without-the-last-byte'),
+    pytest.param(None, id='no-content-range'),
+    pytest.param('bytes 0-x/30', id='unparsable'),
+])
+def test_206_is_checked_only_when_it_carries_the_whole_image(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        content_range: str | None) -> None:
+    """What the registry says it sends decides (its ``Content-Range``,
+    parsed by webob), not what the client asked for."""
+    _record(digests, WHOLE)
+    tampered = [b'0123456789', b'0123456789', b'012345678X']
+    registry.download = lambda: tampered
+    registry.download_status = '206 Partial Content'
+    registry.content_range = content_range
+    started, body = _call(stack_filter, _environ(
+        'GET', FILE, headers={'Range': 'bytes=0-'}))
+    assert started.status == '206 Partial Content'
+    if content_range == 'bytes 0-29/30':
+        received = []
+        with pytest.raises(data_integrity.ImageDataMismatch):
+            received.extend(body)
+        assert received == tampered[:2]
+        record = digests.get(IMAGE)
+        assert record is not None and record.state == models.TAMPERED
+    else:
+        assert body is registry.bodies[0]
+        assert list(body) == tampered
+        record = digests.get(IMAGE)
+        assert record is not None and record.state == models.RECORDED
+
+
+def test_whole_image_206_that_matches_is_verified(
+        stack_filter: Any, registry: Registry, digests: Digests) -> None:
+    _record(digests, WHOLE)
+    registry.download = lambda: WHOLE
+    registry.download_status = '206 Partial Content'
+    registry.content_range = 'bytes 0-29/30'
+    _started, body = _call(stack_filter, _environ(
+        'GET', FILE, headers={'Range': 'bytes=-30'}))
+    assert b''.join(body) == b''.join(WHOLE)
+    body.close()
+    record = digests.get(IMAGE)
+    assert record is not None and record.verified_at is not None
+
+
+def test_200_to_a_range_request_is_checked(
+        stack_filter: Any, registry: Registry, digests: Digests) -> None:
+    """A registry that ignores ``Range`` sends the whole image: checked."""
+    _record(digests, WHOLE)
+    registry.download = lambda: [b'0123456789', b'0123456789', b'X']
+    _started, body = _call(stack_filter, _environ(
+        'GET', FILE, headers={'Range': 'bytes=5-9'}))
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        b''.join(body)
+
+
+
+# -- imports whose bytes the stack does not see ----------------------------
+
+IMPORT = f'/v2/images/{IMAGE}/import'
+FETCHED = b'fetched by the registry' * 500
+
+
+def _import(app: Any) -> Started:
+    started, body = _call(app, _environ('POST', IMPORT))
+    _drain(body)
+    return started
+
+
+def test_import_the_stack_cannot_see_adopts_the_registry_digest(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """web-download, glance-download: the registry's digest computed at
+    import, checked by every download from the first on."""
+    assert _import(stack_filter).status == '202 Accepted'
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state, record.digest) == (
+        models.IMPORT, models.PENDING, '')
+
+    registry.shown = {'os_hash_algo': 'sha512',
+                      'os_hash_value': hashlib.sha512(FETCHED).hexdigest(),
+                      'size': len(FETCHED)}
+    registry.download = lambda: [FETCHED[:700], FETCHED[700:]]
+    with caplog.at_level(logging.INFO):
+        _started, body = _call(stack_filter, _environ('GET', FILE))
+        assert b''.join(body) == FETCHED
+        body.close()
+    assert f'Image {IMAGE}: imported by the registry itself' in caplog.text
+    record = digests.get(IMAGE)
+    assert record is not None
+    assert (record.source, record.state, record.digest, record.size) == (
+        models.IMPORT, models.RECORDED, hashlib.sha512(FETCHED).hexdigest(),
+        len(FETCHED))
+    assert record.verified_at is not None
+    assert record.fingerprint == _fingerprint(FETCHED)
+
+    registry.download = lambda: [FETCHED[:700], FETCHED[700:-1] + b'!']
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    with pytest.raises(data_integrity.ImageDataMismatch):
+        b''.join(body)
+    record = digests.get(IMAGE)
+    assert record is not None and record.state == models.TAMPERED
+
+
+def test_pending_import_without_a_registry_digest_is_served_unchecked(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _import(stack_filter)
+    registry.shown = {'os_hash_algo': None, 'os_hash_value': None,
+                      'size': None}
+    registry.download = lambda: [b'not yet']
+    _started, body = _call(stack_filter, _environ('GET', FILE))
+    assert body is registry.bodies[0]
+    assert f'Image {IMAGE}: the registry shows no digest yet' in caplog.text
+    record = digests.get(IMAGE)
+    assert record is not None and record.state == models.PENDING
+
+
+def test_import_keeps_a_record_the_image_has(
+        stack_filter: Any, digests: Digests) -> None:
+    """glance-direct keeps the staged digest; copy-image the digest of the
+    data it copies."""
+    _upload(stack_filter, STAGED, chunked=True, path=STAGE)
+    before = digests.get(IMAGE)
+    _import(stack_filter)
+    assert digests.get(IMAGE) == before
+
+
+@pytest.mark.parametrize('status', ['409 Conflict', '400 Bad Request',
+                                    '403 Forbidden'])
+def test_refused_import_notes_nothing(
+        stack_filter: Any, registry: Registry, digests: Digests,
+        status: str) -> None:
+    registry.import_status = status
+    assert _import(stack_filter).status == status
     assert digests.get(IMAGE) is None
