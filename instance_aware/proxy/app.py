@@ -148,11 +148,8 @@ class ProxyApp:
             if self._is_version_document(environ, response):
                 try:
                     document = self._version_document(environ, body)
-                except (*transfer.UPSTREAM_ERRORS,
-                        transfer.TransferTimeout) as exc:
-                    method, _, url = body.where.partition(' ')
-                    failure = self._failure(method, url, exc, None,
-                                            body.deadline)
+                except webob.exc.WSGIHTTPException as failure:
+                    # The body broke off (logged): its error response.
                     return failure(environ, start_response)
                 headers_out = [(name, value) for name, value in headers_out
                                if name.lower() != 'content-length']

@@ -261,6 +261,7 @@ class FaultyUpstream:
     (the ``script`` query parameter, else the path):
 
     ``short``: 100 KiB of a 1 MiB ``Content-Length``, then closes.
+    ``short-json``: 11 bytes of a 1000-byte JSON document, then closes.
     ``broken-chunked``: a chunk, part of the next, then closes.
     ``silent-after-10``: 10 bytes of 1000, then silence.
     ``headers-then-close``: headers of a 100-byte body, then closes.
@@ -313,6 +314,10 @@ class FaultyUpstream:
     def _script(self, conn: socket.socket, script: str) -> None:
         if script == 'short':
             conn.sendall(_head(length=MIB) + SHORT_SENT)
+        elif script == 'short-json':
+            head = _head(length=1000).replace(b'application/octet-stream',
+                                              b'application/json')
+            conn.sendall(head + b'{"versions"')
         elif script == 'broken-chunked':
             whole, part = CHUNKED_SENT
             conn.sendall(_head(chunked=True) + b'a\r\n' + whole
@@ -888,9 +893,10 @@ def deadline_stack(faulty: FaultyUpstream,
                    tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[StandaloneServer]:
     """In front of the faulty upstream: ``transfer_timeout = 2`` with a
-    ``read_timeout`` no wait reaches."""
+    ``read_timeout`` no wait reaches; version documents rewritten."""
     with _standalone(tmp_path_factory, 'deadline', faulty.url,
-                     read_timeout='30', transfer_timeout='2') as server:
+                     read_timeout='30', transfer_timeout='2',
+                     public_endpoint='https://images.example') as server:
         yield server
 
 
@@ -991,6 +997,20 @@ def test_fault_before_the_first_byte_is_an_error_response(
     assert (error['code'], error['title']) == (status,
                                                status.split(' ', 1)[1])
     assert error['message'].startswith(message)
+
+
+@pytest.mark.parametrize('rewritten', [False, True])
+def test_version_document_broken_midway_is_a_502(
+        faulty_stack: StandaloneServer, deadline_stack: StandaloneServer,
+        rewritten: bool) -> None:
+    """Read whole by the stack's filters, or by the proxy to rewrite its
+    links for ``public_endpoint``."""
+    got = _receive(deadline_stack if rewritten else faulty_stack,
+                   '/versions?script=short-json')
+    assert (got.status, got.complete) == (502, True)
+    error = json.loads(got.body)
+    assert error['code'] == '502 Bad Gateway'
+    assert error['message'].startswith(_NO_VALID_RESPONSE)
 
 
 def test_bytes_go_out_as_they_come(faulty_stack: StandaloneServer) -> None:
