@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import signal
 import socket
@@ -1053,6 +1054,37 @@ def test_transfer_timeout_before_the_first_byte_is_a_504(
         'The image service behind this endpoint did not complete the '
         'transfer within 2 seconds.')
     assert got.seconds < 30
+
+
+class _SlowInput(io.BytesIO):
+    """A client body that takes a fifth of a second per read."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        time.sleep(0.2)
+        return super().read(size)
+
+
+def test_upload_outliving_transfer_timeout_is_a_504(
+        echo: EchoUpstream) -> None:
+    """The proxy alone: the deadline is checked between the pieces of
+    the body it sends, and the slot comes back."""
+    app = proxy.ProxyApp({'upstream': echo.url, 'transfer_timeout': '0.5',
+                          'max_concurrent_transfers': '1'},
+                         cfg.ConfigOpts())
+    data = b'u' * (10 * 64 * 1024)
+    request = webob.Request.blank('/echo', method='PUT',
+                                  headers={'Accept': 'application/json'})
+    request.environ['wsgi.input'] = _SlowInput(data)
+    request.content_length = len(data)
+    began = time.monotonic()
+    response = request.get_response(app)
+    assert time.monotonic() - began < 1.5
+    assert response.status_int == 504
+    assert response.json_body['message'].startswith(
+        'The image service behind this endpoint did not complete the '
+        'transfer within 0.5 seconds.')
+    again = webob.Request.blank('/echo').get_response(app)
+    assert (again.status_int, again.json_body['method']) == (200, 'GET')
 
 
 @pytest.mark.timeout(180)
