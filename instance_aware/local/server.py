@@ -343,7 +343,9 @@ class StandaloneServer(GlanceServer):
 
     For tests and ``instance-aware serve --upstream``: no local Glance,
     one port; the mapping database is SQLite in the state directory.
-    ``proxy_options`` go to ``[instance_aware_proxy]``.  ::
+    ``proxy_options`` go to ``[instance_aware_proxy]``;
+    ``max_concurrent_transfers`` is ``threads`` less one unless given.
+    ::
 
         with StandaloneServer(tmp_path, 'http://127.0.0.1:9292') as stack:
             requests.get(stack.url + '/v2/images', headers=...)
@@ -365,7 +367,11 @@ class StandaloneServer(GlanceServer):
                          debug=debug)
         self.state = standalone.StandaloneState(os.fspath(state_dir))
         self.upstream = upstream
-        self.proxy_options = dict(proxy_options or {})
+        # One thread of each worker stays free for health checks and the
+        # stack's own API, whatever the upstream does.
+        self.proxy_options = {
+            'max_concurrent_transfers': str(max(1, threads - 1)),
+            **dict(proxy_options or {})}
 
     def _prepare(self) -> None:
         standalone.prepare(self.state.path, self.upstream,

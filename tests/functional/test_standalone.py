@@ -11,17 +11,22 @@ never answers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import http.client
 import http.server
+import io
 import json
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 import uuid
+import wsgiref.simple_server
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +35,7 @@ import pytest
 import requests
 import webob
 from oslo_config import cfg
+from oslo_middleware import http_proxy_to_wsgi
 
 from instance_aware import proxy
 from instance_aware.cmd import main as cmd_main
@@ -222,6 +228,185 @@ class SilentUpstream:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+#: What :class:`FaultyUpstream` sends on ``/short``: 100 KiB of 1 MiB.
+SHORT_SENT = bytes(range(256)) * 400
+#: What it sends of the broken chunked body: a whole chunk, then part of
+#: the next one.
+CHUNKED_SENT = (b'a' * 10, b'b' * 100)
+
+
+def _head(status: str = '200 OK', length: int | None = None,
+          chunked: bool = False) -> bytes:
+    lines = [f'HTTP/1.1 {status}', 'Content-Type: application/octet-stream',
+             'Connection: close']
+    if length is not None:
+        lines.append(f'Content-Length: {length}')
+    if chunked:
+        lines.append('Transfer-Encoding: chunked')
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('ascii')
+
+
+def _until_reader_leaves(conn: socket.socket) -> None:
+    """Say nothing more until the proxy closes the connection."""
+    try:
+        while conn.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+class FaultyUpstream:
+    """An upstream on 127.0.0.1 scripted to fail, one way per script
+    (the ``script`` query parameter, else the path):
+
+    ``short``: 100 KiB of a 1 MiB ``Content-Length``, then closes.
+    ``short-json``: 11 bytes of a 1000-byte JSON document, then closes.
+    ``broken-chunked``: a chunk, part of the next, then closes.
+    ``silent-after-10``: 10 bytes of 1000, then silence.
+    ``headers-then-close``: headers of a 100-byte body, then closes.
+    ``headers-then-silent``: headers of a 100-byte body, then silence.
+    ``drip``: a 1000-byte body, a byte every quarter of a second.
+    Anything else: a complete ``ok``.  Silences last until the proxy
+    hangs up (30 s at most); the server lives :data:`LIFETIME` seconds
+    at most.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(32)
+        self.sock.settimeout(0.2)
+        self.url = f'http://127.0.0.1:{self.sock.getsockname()[1]}'
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + LIFETIME
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn = self.sock.accept()[0]
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,),
+                             daemon=True).start()
+        self.sock.close()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        try:
+            head = b''
+            while b'\r\n\r\n' not in head:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                head += data
+            target = urllib.parse.urlsplit(
+                head.split(b' ', 2)[1].decode('ascii'))
+            script = dict(urllib.parse.parse_qsl(target.query)).get(
+                'script', target.path.strip('/'))
+            self._script(conn, script)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _script(self, conn: socket.socket, script: str) -> None:
+        if script == 'short':
+            conn.sendall(_head(length=MIB) + SHORT_SENT)
+        elif script == 'short-json':
+            head = _head(length=1000).replace(b'application/octet-stream',
+                                              b'application/json')
+            conn.sendall(head + b'{"versions"')
+        elif script == 'broken-chunked':
+            whole, part = CHUNKED_SENT
+            conn.sendall(_head(chunked=True) + b'a\r\n' + whole
+                         + b'\r\n10000\r\n' + part)
+        elif script == 'silent-after-10':
+            conn.sendall(_head(length=1000) + b'0123456789')
+            _until_reader_leaves(conn)
+        elif script == 'headers-then-close':
+            conn.sendall(_head(length=100))
+        elif script == 'headers-then-silent':
+            conn.sendall(_head(length=100))
+            _until_reader_leaves(conn)
+        elif script == 'drip':
+            conn.sendall(_head(length=1000))
+            for _ in range(1000):
+                if self._stop.wait(0.25):
+                    return
+                conn.sendall(b'.')
+        else:
+            conn.sendall(_head(length=2) + b'ok')
+
+    def __enter__(self) -> FaultyUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn,
+                           wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+
+def _glance_like(environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> list[bytes]:
+    """Links built as Glance builds them: from the request's
+    ``application_url``."""
+    request = webob.Request(environ)
+    base = request.application_url
+    if request.path_info in ('/', '/versions'):
+        body = json.dumps({'versions': [{
+            'id': 'v2.18', 'status': 'CURRENT',
+            'links': [{'rel': 'self', 'href': base + '/v2/'}]}]}).encode()
+        start_response('200 OK', [('Content-Type', 'application/json'),
+                                  ('Content-Length', str(len(body)))])
+        return [body]
+    start_response('201 Created', [
+        ('Location', base + '/v2/images/1'),
+        ('Content-Type', 'application/json'), ('Content-Length', '2')])
+    return [b'{}']
+
+
+class ForwardingAwareUpstream:
+    """A Glance stand-in behind oslo.middleware's ``http_proxy_to_wsgi``
+    with ``enable_proxy_headers_parsing``: its links follow the
+    forwarding headers it receives.  ``/`` and ``/versions`` are a
+    version document, anything else a 201 with a ``Location``."""
+
+    def __init__(self) -> None:
+        conf = cfg.ConfigOpts()
+        app = http_proxy_to_wsgi.HTTPProxyToWSGI(_glance_like, conf)
+        conf.set_override('enable_proxy_headers_parsing', True,
+                          group='oslo_middleware')
+        self.server = wsgiref.simple_server.make_server(
+            '127.0.0.1', 0, app, server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler)
+        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
+        self._thread = threading.Thread(target=self.server.serve_forever,
+                                        daemon=True)
+        self._timer = threading.Timer(LIFETIME, self.server.shutdown)
+        self._timer.daemon = True
+
+    def __enter__(self) -> ForwardingAwareUpstream:
+        self._thread.start()
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # -- fixtures ----------------------------------------------------------------
@@ -682,6 +867,364 @@ def test_upstream_closing_without_an_answer_is_a_502(
     assert response.status_code == 502
     assert response.json()['message'].startswith(
         'The image service behind this endpoint sent no valid response.')
+
+
+# -- upstream faults around the first byte ---------------------------------
+
+
+@pytest.fixture(scope='module')
+def faulty() -> Iterator[FaultyUpstream]:
+    with FaultyUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope='module')
+def faulty_stack(faulty: FaultyUpstream,
+                 tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[StandaloneServer]:
+    """In front of the faulty upstream: ``read_timeout = 2``; one worker
+    of four threads, so ``max_concurrent_transfers`` is 3."""
+    with _standalone(tmp_path_factory, 'faulty', faulty.url,
+                     read_timeout='2') as server:
+        yield server
+
+
+@pytest.fixture(scope='module')
+def deadline_stack(faulty: FaultyUpstream,
+                   tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[StandaloneServer]:
+    """In front of the faulty upstream: ``transfer_timeout = 2`` with a
+    ``read_timeout`` no wait reaches; version documents rewritten."""
+    with _standalone(tmp_path_factory, 'deadline', faulty.url,
+                     read_timeout='30', transfer_timeout='2',
+                     public_endpoint='https://images.example') as server:
+        yield server
+
+
+@dataclasses.dataclass
+class Received:
+    """What an HTTP client got, and whether the body was complete."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+    complete: bool
+    seconds: float
+
+
+def _download(script: str) -> str:
+    """An image download (streamed by the stack, not read whole)."""
+    return f'/v2/images/{uuid.uuid4()}/file?script={script}'
+
+
+def _receive(server: StandaloneServer, path: str,
+             sent: dict[str, str] | None = None) -> Received:
+    url = urllib.parse.urlsplit(server.url)
+    connection = http.client.HTTPConnection(url.hostname or '127.0.0.1',
+                                            url.port, timeout=TIMEOUT)
+    began = time.monotonic()
+    try:
+        connection.request('GET', path, headers={
+            **headers('p'), 'Accept': 'application/json', **(sent or {})})
+        response = connection.getresponse()
+        try:
+            body, complete = response.read(), True
+        except http.client.IncompleteRead as exc:
+            body, complete = exc.partial, False
+        return Received(response.status, response.headers, body, complete,
+                        time.monotonic() - began)
+    finally:
+        connection.close()
+
+
+def test_upstream_closing_mid_body_cuts_the_response_short(
+        faulty_stack: StandaloneServer) -> None:
+    path = _download('short')
+    got = _receive(faulty_stack, path)
+    assert (got.status, got.headers['Content-Length']) == (200, str(MIB))
+    assert not got.complete
+    assert got.body == SHORT_SENT
+    assert (f'Upstream response to GET {path} broke off after '
+            f'{len(SHORT_SENT)} bytes') in faulty_stack.log_tail()
+
+
+def test_broken_chunked_body_ends_without_its_last_chunk(
+        faulty_stack: StandaloneServer) -> None:
+    got = _receive(faulty_stack, _download('broken-chunked'))
+    assert got.status == 200
+    assert got.headers['Transfer-Encoding'] == 'chunked'
+    assert 'Content-Length' not in got.headers
+    assert not got.complete
+    assert got.body == b''.join(CHUNKED_SENT)
+
+
+def test_upstream_silent_after_the_first_bytes_is_cut_after_read_timeout(
+        faulty_stack: StandaloneServer) -> None:
+    got = _receive(faulty_stack, _download('silent-after-10'))
+    assert (got.status, got.headers['Content-Length']) == (200, '1000')
+    assert not got.complete
+    assert got.body == b'0123456789'
+    assert 1.5 < got.seconds < 30
+
+
+_NO_VALID_RESPONSE = ('The image service behind this endpoint sent no '
+                      'valid response.')
+
+
+@pytest.mark.parametrize(('path', 'status', 'message'), [
+    pytest.param(_download('headers-then-close'), '502 Bad Gateway',
+                 _NO_VALID_RESPONSE, id='closed'),
+    pytest.param(_download('headers-then-silent'), '504 Gateway Timeout',
+                 'The image service behind this endpoint did not answer '
+                 'within 2 seconds.', id='silent'),
+    # The stack reads documents whole: a fault anywhere in one is an
+    # error response.
+    pytest.param('/v2/images?script=short', '502 Bad Gateway',
+                 _NO_VALID_RESPONSE, id='document-closed-midway'),
+    pytest.param('/v2/images?script=broken-chunked', '502 Bad Gateway',
+                 _NO_VALID_RESPONSE, id='document-chunk-broken'),
+    pytest.param('/v2/images?script=silent-after-10',
+                 '504 Gateway Timeout',
+                 'The image service behind this endpoint did not answer '
+                 'within 2 seconds.', id='document-silent-midway'),
+])
+def test_fault_before_the_first_byte_is_an_error_response(
+        faulty_stack: StandaloneServer, path: str, status: str,
+        message: str) -> None:
+    got = _receive(faulty_stack, path)
+    assert got.complete
+    assert got.status == int(status.split()[0])
+    error = json.loads(got.body)
+    assert (error['code'], error['title']) == (status,
+                                               status.split(' ', 1)[1])
+    assert error['message'].startswith(message)
+
+
+@pytest.mark.parametrize('rewritten', [False, True])
+def test_version_document_broken_midway_is_a_502(
+        faulty_stack: StandaloneServer, deadline_stack: StandaloneServer,
+        rewritten: bool) -> None:
+    """Read whole by the stack's filters, or by the proxy to rewrite its
+    links for ``public_endpoint``."""
+    got = _receive(deadline_stack if rewritten else faulty_stack,
+                   '/versions?script=short-json')
+    assert (got.status, got.complete) == (502, True)
+    error = json.loads(got.body)
+    assert error['code'] == '502 Bad Gateway'
+    assert error['message'].startswith(_NO_VALID_RESPONSE)
+
+
+def test_bytes_go_out_as_they_come(faulty_stack: StandaloneServer) -> None:
+    """A byte every quarter of a second reaches the client as it comes,
+    not once a buffer is full."""
+    url = urllib.parse.urlsplit(faulty_stack.url)
+    connection = http.client.HTTPConnection(url.hostname or '127.0.0.1',
+                                            url.port, timeout=TIMEOUT)
+    try:
+        began = time.monotonic()
+        connection.request('GET', _download('drip'))
+        response = connection.getresponse()
+        assert (response.status, response.headers['Content-Length']) == (
+            200, '1000')
+        assert response.read(4) == b'....'
+        assert time.monotonic() - began < 10
+    finally:
+        connection.close()
+
+
+def test_transfer_timeout_cuts_a_dripping_download(
+        deadline_stack: StandaloneServer) -> None:
+    got = _receive(deadline_stack, _download('drip'))
+    assert (got.status, got.headers['Content-Length']) == (200, '1000')
+    assert not got.complete
+    assert 0 < len(got.body) < 100
+    assert got.body == b'.' * len(got.body)
+    assert 1.5 < got.seconds < 30
+    assert 'the exchange took more than 2 seconds' in (
+        deadline_stack.log_tail())
+
+
+def test_transfer_timeout_before_the_first_byte_is_a_504(
+        deadline_stack: StandaloneServer) -> None:
+    got = _receive(deadline_stack, _download('headers-then-silent'))
+    assert (got.status, got.complete) == (504, True)
+    error = json.loads(got.body)
+    assert error['code'] == '504 Gateway Timeout'
+    assert error['message'].startswith(
+        'The image service behind this endpoint did not complete the '
+        'transfer within 2 seconds.')
+    assert got.seconds < 30
+
+
+class _SlowInput(io.BytesIO):
+    """A client body that takes a fifth of a second per read."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        time.sleep(0.2)
+        return super().read(size)
+
+
+def test_upload_outliving_transfer_timeout_is_a_504(
+        echo: EchoUpstream) -> None:
+    """The proxy alone: the deadline is checked between the pieces of
+    the body it sends, and the slot comes back."""
+    app = proxy.ProxyApp({'upstream': echo.url, 'transfer_timeout': '0.5',
+                          'max_concurrent_transfers': '1'},
+                         cfg.ConfigOpts())
+    data = b'u' * (10 * 64 * 1024)
+    request = webob.Request.blank('/echo', method='PUT',
+                                  headers={'Accept': 'application/json'})
+    request.environ['wsgi.input'] = _SlowInput(data)
+    request.content_length = len(data)
+    began = time.monotonic()
+    response = request.get_response(app)
+    assert time.monotonic() - began < 1.5
+    assert response.status_int == 504
+    assert response.json_body['message'].startswith(
+        'The image service behind this endpoint did not complete the '
+        'transfer within 0.5 seconds.')
+    again = webob.Request.blank('/echo').get_response(app)
+    assert (again.status_int, again.json_body['method']) == (200, 'GET')
+
+
+@pytest.mark.timeout(180)
+def test_transfers_beyond_the_bound_get_503_while_health_checks_answer(
+        faulty_stack: StandaloneServer) -> None:
+    """Eight downloads from an upstream sending a byte at a time: three
+    run (four threads less one), five are refused at once, and the
+    health check and the stack's own API still answer."""
+    held: list[requests.Response] = []
+    try:
+        for _ in range(3):
+            running = requests.get(faulty_stack.url + _download('drip'),
+                                   stream=True, timeout=TIMEOUT)
+            held.append(running)
+            assert running.status_code == 200
+        for _ in range(5):
+            began = time.monotonic()
+            busy = requests.get(faulty_stack.url + _download('drip'),
+                                timeout=TIMEOUT,
+                                headers={'Accept': 'application/json'})
+            assert time.monotonic() - began < 10
+            assert busy.status_code == 503, busy.text
+            assert busy.headers['Retry-After'] == '5'
+            error = busy.json()
+            assert (error['code'], error['title']) == (
+                '503 Service Unavailable', 'Service Unavailable')
+            assert error['message'].startswith(
+                'This endpoint is busy with other transfers to the image '
+                'service.  Retry later.')
+        began = time.monotonic()
+        health = requests.get(faulty_stack.url + '/healthcheck',
+                              headers={'Accept': 'application/json'},
+                              timeout=TIMEOUT)
+        assert health.status_code == 200
+        assert health.json() == {'detailed': False, 'reasons': []}
+        related = requests.get(
+            f'{faulty_stack.url}/v2/instances/{uuid.uuid4()}/images',
+            headers={**headers('p'), 'Accept': 'application/json'},
+            timeout=TIMEOUT)
+        assert (related.status_code, related.json()['images']) == (200, [])
+        assert time.monotonic() - began < 10
+        for running in held:
+            assert next(running.iter_content(1)) == b'.'
+    finally:
+        for running in held:
+            running.close()
+    # The clients went away: their slots come back.
+    deadline = time.monotonic() + 30
+    while True:
+        answer = requests.get(faulty_stack.url + '/ok', timeout=TIMEOUT)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (answer.status_code, answer.content) == (200, b'ok')
+    assert 'answered 503' in faulty_stack.log_tail()
+
+
+# -- links built from forwarded addresses ------------------------------------
+
+PUBLIC = 'https://images.example'
+
+
+@pytest.fixture(scope='module')
+def forwarding_aware() -> Iterator[ForwardingAwareUpstream]:
+    with ForwardingAwareUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope='module')
+def public_stacks(forwarding_aware: ForwardingAwareUpstream,
+                  tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[dict[bool, StandaloneServer]]:
+    """``public_endpoint`` set, forwarding headers trusted (True) or not
+    (False)."""
+    with _standalone(tmp_path_factory, 'public-trusting',
+                     forwarding_aware.url, public_endpoint=PUBLIC,
+                     trust_forwarded_headers='true') as trusting, \
+            _standalone(tmp_path_factory, 'public', forwarding_aware.url,
+                        public_endpoint=PUBLIC) as untrusting:
+        yield {True: trusting, False: untrusting}
+
+
+@pytest.mark.parametrize(('trusted', 'sent', 'glance_writes'), [
+    pytest.param(True, {'X-Forwarded-Host': 'front.example',
+                        'X-Forwarded-Proto': 'https'},
+                 'https://front.example', id='x-forwarded-host-proto'),
+    pytest.param(True, {'X-Forwarded-Host': 'front.example'},
+                 'http://front.example', id='x-forwarded-host'),
+    pytest.param(True, {'X-Forwarded-Host': 'front.example:443',
+                        'X-Forwarded-Proto': 'https'},
+                 'https://front.example', id='default-port'),
+    pytest.param(True, {'X-Forwarded-Host': 'front.example:8443',
+                        'X-Forwarded-Proto': 'https'},
+                 'https://front.example:8443', id='other-port'),
+    pytest.param(True, {'X-Forwarded-Host': 'front.example',
+                        'X-Forwarded-Proto': 'https',
+                        'X-Forwarded-Prefix': '/image'},
+                 'https://front.example/image', id='x-forwarded-prefix'),
+    pytest.param(True, {'X-Forwarded-Proto': 'https'},
+                 'https://{stack}', id='x-forwarded-proto'),
+    pytest.param(True, {'Forwarded': 'for=203.0.113.9;proto=https;'
+                                     'host=front.example'},
+                 'https://front.example', id='forwarded'),
+    pytest.param(True, {'Forwarded': 'for=203.0.113.9;proto=https;'
+                                     'host="front.example"'},
+                 'https://"front.example"', id='forwarded-quoted'),
+    pytest.param(True, {}, 'http://{stack}', id='trusted-own-hop'),
+    pytest.param(False, {'X-Forwarded-Host': 'evil.example',
+                         'X-Forwarded-Proto': 'https',
+                         'X-Forwarded-Prefix': '/evil',
+                         'Forwarded': 'proto=https;host=evil.example'},
+                 'http://{stack}', id='untrusted-replaced'),
+])
+def test_public_endpoint_rewrites_links_of_forwarded_addresses(
+        forwarding_aware: ForwardingAwareUpstream,
+        public_stacks: dict[bool, StandaloneServer], trusted: bool,
+        sent: dict[str, str], glance_writes: str) -> None:
+    server = public_stacks[trusted]
+    stack_host = urllib.parse.urlsplit(server.url).netloc
+    glance_writes = glance_writes.format(stack=stack_host)
+    # What the stand-in writes for the headers the stack sends it.
+    forwarded = proxy.ProxyApp(
+        {'upstream': forwarding_aware.url,
+         'trust_forwarded_headers': str(trusted)},
+        cfg.ConfigOpts()).request_headers(webob.Request.blank(
+            '/versions', headers={**sent, 'Host': stack_host},
+            remote_addr='127.0.0.1').environ)
+    bare = requests.get(forwarding_aware.url + '/versions',
+                        headers=forwarded, timeout=TIMEOUT).json()
+    assert bare['versions'][0]['links'][0]['href'] == glance_writes + '/v2/'
+
+    versions = requests.get(server.url + '/versions', headers=sent,
+                            timeout=TIMEOUT)
+    assert versions.status_code == 200, versions.text
+    assert versions.json()['versions'][0]['links'] == [
+        {'rel': 'self', 'href': PUBLIC + '/v2/'}]
+    created = requests.get(server.url + '/v2/somewhere', headers=sent,
+                           timeout=TIMEOUT, allow_redirects=False)
+    assert created.status_code == 201
+    assert created.headers['Location'] == PUBLIC + '/v2/images/1'
 
 
 # -- what crosses the proxy ---------------------------------------------------
