@@ -84,7 +84,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 from urllib3.util import SKIP_HEADER
 
-from instance_aware import errors, routing
+from instance_aware import errors, reading, routing
 from instance_aware.filters import stack
 
 if TYPE_CHECKING:
@@ -342,7 +342,10 @@ class ProxyApp:
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get('REQUEST_METHOD', 'GET').upper()
+        # The method as sent: the stack judged it so, and Glance's router
+        # compares it case-sensitively.
+        method = str(environ.get('REQUEST_METHOD', 'GET'))
+        reading.adapt_input(environ)  # an iterable input is streamed too
         url = self.prefix + _request_uri(environ)
         headers = self.request_headers(environ)
         body = _body(environ)

@@ -86,7 +86,7 @@ import blake3
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import routing
+from instance_aware import reading
 from instance_aware.filters import base
 from instance_aware.request import Request
 from instance_aware.store import errors as store_errors
@@ -244,7 +244,10 @@ class HashingReader:
     """
 
     def __init__(self, raw: Any, hasher: _Hash, *more: _Hash) -> None:
-        self._raw = raw
+        # An input that is only iterable (Glance accepts one) is read
+        # through a file interface.
+        self._raw = raw if hasattr(raw, 'read') else (
+            reading.IterableInput(raw))
         self._hasher = StreamHasher(hasher, *more)
         self.count = 0
         self.eof = False
@@ -441,10 +444,13 @@ class DataIntegrityFilter(base.Filter):
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get('REQUEST_METHOD', 'GET').upper()
+        refused = reading.refuse(environ, start_response)
+        if refused is not None:
+            return refused
+        found = reading.of(environ)
+        method, route = found.method, found.route
         if method not in ('GET', 'PUT'):
             return self.application(environ, start_response)
-        route = routing.match(method, environ.get('PATH_INFO', ''))
         image_id = route.image_id
         if (route.name not in self.ROUTES or image_id is None
                 or not self.config.verify_image_data):
