@@ -574,7 +574,9 @@ def _body(environ: WSGIEnvironment) -> _BodyReader | None:
     stream = environ.get('wsgi.input')
     if stream is None:
         return None
-    if 'chunked' in str(environ.get('HTTP_TRANSFER_ENCODING', '')).lower():
+    if 'chunked' in str(environ.get('HTTP_TRANSFER_ENCODING', '')).lower(
+            ) or isinstance(stream, reading.IterableInput):
+        # Sent chunked: its length is unknown.
         return _BodyReader(stream, None)
     length = _content_length(environ)
     if not length:

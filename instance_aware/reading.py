@@ -21,8 +21,10 @@ on the :class:`Reading` made here, once per request at the stack's entry
   Glance's rules (see there): whatever the ``Content-Type`` for creates
   and imports, only the two JSON-patch media types for updates.
 * **Input.**  A ``wsgi.input`` that is an iterable without ``read()``
-  (Glance accepts one) is given a file interface and marked chunked, so
-  every reader below, the registry included, reads the same bytes.
+  (Glance accepts one) is given a file interface, so every reader below,
+  the registry included, reads the same bytes; its framing (no length,
+  no transfer coding) is left as it is, so Glance's rules read it as
+  before.
 """
 
 from __future__ import annotations
@@ -169,19 +171,14 @@ class IterableInput:
 
 
 def adapt_input(environ: WSGIEnvironment) -> None:
-    """Give an iterable ``wsgi.input`` without ``read()`` a file interface.
-
-    Its length is unknown, as with a chunked body: it is marked so, and
-    read to its end by everybody below.
-    """
+    """Give an iterable ``wsgi.input`` without ``read()`` a file interface
+    (it ends where the iterable ends)."""
     stream = environ.get('wsgi.input')
     if stream is None or hasattr(stream, 'read') or not isinstance(
             stream, Iterable):
         return
     environ['wsgi.input'] = IterableInput(stream)
-    environ.pop('CONTENT_LENGTH', None)
-    environ['HTTP_TRANSFER_ENCODING'] = 'chunked'
-    environ['wsgi.input_terminated'] = True
+    environ.setdefault('wsgi.input_terminated', True)
 
 
 def refuse(environ: WSGIEnvironment, start_response: Any
