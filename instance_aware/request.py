@@ -118,8 +118,10 @@ class Request(webob.Request):
             raise errors.too_large(
                 f'Request body of {length} bytes exceeds the limit of '
                 f'{limit} bytes.')
-        data = self.body_file_raw.read(
-            limit + 1 if length is None else length)
+        stream: Any = self.body_file_raw
+        if self.is_body_seekable:
+            stream.seek(0)  # read before (a form parsed for routes)
+        data = stream.read(limit + 1 if length is None else length)
         if len(data) > limit:
             raise errors.too_large(
                 f'Request body exceeds the limit of {limit} bytes.')

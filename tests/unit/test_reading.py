@@ -24,7 +24,7 @@ import pytest
 import webob
 import webob.dec
 import webob.exc
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from instance_aware import reading
@@ -60,6 +60,10 @@ class _Stub:
 
     #: (resource, action) of every dispatch, in order.
     dispatched: list[tuple[str, str]] = []
+    #: What the deserializer made of the body, where it reads one.
+    bodies: list[tuple[str, Any]] = []
+    #: Glance's images ``RequestDeserializer``.
+    deserializer: Any = None
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -68,6 +72,10 @@ class _Stub:
     def __call__(self, req: webob.Request) -> webob.Response:
         action = req.environ['wsgiorg.routing_args'][1].get('action')
         self.dispatched.append((self.name, action))
+        if (self.name, action) in BODY_ACTIONS:
+            # Read here, after the router: routes may have parsed a form.
+            self.bodies.append(_glance_body(
+                self.deserializer, (self.name, action), req.environ))
         return webob.Response()
 
 
@@ -80,8 +88,9 @@ def _import_glance() -> None:
 
 
 @pytest.fixture(scope='module')
-def glance_router() -> Iterator[tuple[Any, list[str]]]:
+def glance_router(deserializer: Any) -> Iterator[tuple[Any, list[str]]]:
     _import_glance()
+    _Stub.deserializer = deserializer
     from glance.api.v2 import router
     from glance.common import wsgi
 
@@ -204,6 +213,7 @@ def _glance_route(api: Any, matched: list[str], environ: dict[str, Any]
     environ['PATH_INFO'] = path
     matched.clear()
     _Stub.dispatched.clear()
+    _Stub.bodies.clear()
     try:
         response = webob.Request(environ).get_response(api)
     except Exception:  # routes fails on it (a form it cannot parse)
@@ -235,6 +245,7 @@ def _glance_body(deserializer: Any, action: tuple[str, str],
 
 
 def _stack_body(environ: dict[str, Any]) -> tuple[str, Any]:
+    reading.of(environ)  # at the entry, as in the stack (forms parsed)
     req = Request(environ)
     try:
         document = req.json_body(LIMIT)
@@ -247,7 +258,10 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
+@example(method='POST', path='/v2/images', query='',
+         content_type='application/x-www-form-urlencoded',
+         body=b'{"name": "x"}', framing='length')
 @given(method=st.sampled_from(METHODS), path=st.sampled_from(PATHS),
        query=st.sampled_from(QUERIES),
        content_type=st.sampled_from(CONTENT_TYPES), body=bodies,
@@ -261,6 +275,8 @@ def test_the_stack_reads_what_glance_acts_on(
     api, matched = glance_router
     action, glance_method = _glance_route(api, matched, _environ(*spec))
 
+    if glance_method == 'failed':
+        return  # Glance's router fails on it (500): anything is better
     if glance_method not in (None, method):
         # Glance's router would act on an override: refused at the entry.
         assert ours.refusal is not None, spec
@@ -273,7 +289,7 @@ def test_the_stack_reads_what_glance_acts_on(
     assert ours.route.name == ROUTE_OF[action], spec
     assert ours.method == glance_method, spec
     if action in BODY_ACTIONS:
-        theirs = _glance_body(deserializer, action, _environ(*spec))
+        theirs = _Stub.bodies[0]
         mine = _stack_body(_environ(*spec))
         if theirs[0] == 'body':
             assert mine[0] == 'body' and _same(mine[1], theirs[1]), spec
