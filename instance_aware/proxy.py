@@ -575,7 +575,7 @@ def _body(environ: WSGIEnvironment) -> _BodyReader | None:
     if stream is None:
         return None
     if 'chunked' in str(environ.get('HTTP_TRANSFER_ENCODING', '')).lower(
-            ) or isinstance(stream, reading.IterableInput):
+            ) or environ.get(reading.UNFRAMED):
         # Sent chunked: its length is unknown.
         return _BodyReader(stream, None)
     length = _content_length(environ)

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 ENVIRON_KEY = 'instance_aware.reading'
+#: Environ key: the input was only iterable; it ends where it ends (a
+#: proxy sends it chunked).
+UNFRAMED = 'instance_aware.unframed'
 OVERRIDE = '_method'
 
 
@@ -179,6 +182,7 @@ def adapt_input(environ: WSGIEnvironment) -> None:
         return
     environ['wsgi.input'] = IterableInput(stream)
     environ.setdefault('wsgi.input_terminated', True)
+    environ[UNFRAMED] = True
 
 
 def refuse(environ: WSGIEnvironment, start_response: Any

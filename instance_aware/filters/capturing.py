@@ -404,7 +404,7 @@ class CapturingFilter(base.Filter):
         """
         pointer = f'/{PROBE_PREFIX}{uuid.uuid4().hex}'
         return self.subrequest(
-            req, 'PATCH', urllib.parse.quote(req.path_info),
+            req, 'PATCH', urllib.parse.quote(req.reading.path_info),
             [{'op': 'remove', 'path': pointer}], PATCH_V21)
 
     # -- delete ------------------------------------------------------------

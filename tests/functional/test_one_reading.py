@@ -154,12 +154,14 @@ def test_method_overrides_are_refused_and_change_nothing(
                                 content_type)
     assert refused.status == 400, refused.text
     assert message(refused).startswith(OVERRIDE_REFUSED)
-    # Glance changed nothing, created nothing, deleted nothing.
+    # Glance changed nothing, created nothing, deleted nothing; the
+    # stack recorded nothing.
     assert scene.stored(image['id']) == before
     assert _named(scene, scene.name + '-new') == []
-    related = scene.stack.request(
-        'GET', f'/v2/images/{image["id"]}/instance', scene.as_(MEMBER))
-    assert related.status == 404, related.text
+    shown = scene.stack.request('GET', f'/v2/images/{image["id"]}',
+                                scene.as_(MEMBER))
+    assert shown.status == 200, shown.text
+    assert not set(CAPTURED) & set(shown.json())
 
 
 def test_an_empty_override_is_no_override(scene: Scene) -> None:
@@ -187,7 +189,7 @@ def test_create_keys_are_validated_whatever_the_content_type(
     refused = _http(scene).send('POST', '/v2/images', scene.as_(MEMBER),
                                 _json(body), content_type)
     assert refused.status == 400, refused.text
-    assert message(refused) == (
+    assert message(refused).startswith(
         "Invalid value for property 'os_encrypt_key_id': 'not-a-uuid' is "
         'not a UUID.')
     assert _named(scene, scene.name) == []
@@ -245,7 +247,8 @@ def test_a_patch_media_type_glance_refuses_is_its_415(scene: Scene) -> None:
     image = scene.create()
     ops = [{'op': 'add', 'path': '/instance_uuid',
             'value': str(uuid.uuid4())}]
-    for media in (PATCH21.upper(), PATCH21 + ' ', 'application/json'):
+    # (A trailing space would not survive HTTP: the unit test has it.)
+    for media in (PATCH21.upper(), 'application/json', 'text/plain'):
         refused = _http(scene).send('PATCH', f'/v2/images/{image["id"]}',
                                     scene.as_(MEMBER), _json(ops), media)
         assert refused.status == 415, (media, refused.text)
@@ -266,17 +269,18 @@ def test_a_patch_media_type_glance_refuses_is_its_415(scene: Scene) -> None:
 def test_undecodable_queries_are_400(scene: Scene, path: str) -> None:
     refused = _http(scene).send('GET', path, scene.as_(MEMBER))
     assert refused.status == 400, refused.text
-    assert message(refused) == ('Error decoding your request: the query '
-                                'string is not valid UTF-8.')
+    assert message(refused).startswith(
+        'Error decoding your request: the query string is not valid '
+        'UTF-8.')
 
 
 def test_glance_also_refuses_an_undecodable_list_filter(
         scene: Scene) -> None:
-    bare = _http(scene.bare) if isinstance(scene.bare, Http) else None
-    assert bare is not None
-    answer = bare.send('GET', '/v2/images?instance_uuid=%ff',
-                       scene.as_(MEMBER))
+    assert isinstance(scene.bare, Http)
+    answer = scene.bare.send('GET', '/v2/images?instance_uuid=%ff',
+                             scene.as_(MEMBER))
     assert answer.status == 400, answer.text
+    assert 'could not be decoded' in message(answer)
 
 
 def test_a_lone_surrogate_in_a_captured_value_is_400(scene: Scene) -> None:
@@ -284,7 +288,7 @@ def test_a_lone_surrogate_in_a_captured_value_is_400(scene: Scene) -> None:
     refused = _http(scene).send('POST', '/v2/images', scene.as_(MEMBER),
                                 body, 'application/json')
     assert refused.status == 400, refused.text
-    assert message(refused) == (
+    assert message(refused).startswith(
         "Invalid value for property 'image_type': not valid Unicode text "
         '(a lone surrogate).')
     assert _named(scene, scene.name) == []
@@ -301,12 +305,25 @@ def test_a_json_array_as_create_body_is_400(scene: Scene) -> None:
                                 _json([{'name': scene.name}]),
                                 'application/json')
     assert refused.status == 400, refused.text
-    assert message(refused) == (
+    assert message(refused).startswith(
         'Request body must be a JSON object of image properties.')
     assert _named(scene, scene.name) == []
 
 
 # -- the property: no caller without the right gets through ---------------
+
+def _keys_of(document: Any, image_id: str) -> set[str]:
+    """Captured keys shown anywhere in ``document`` for ``image_id``."""
+    if isinstance(document, list):
+        return set().union(*(_keys_of(item, image_id)
+                             for item in document))
+    if not isinstance(document, dict):
+        return set()
+    found = set(CAPTURED) & set(document) if (
+        document.get('id') == image_id) else set()
+    return found.union(*(_keys_of(value, image_id)
+                         for value in document.values()))
+
 
 #: Callers without location rights: a member of another project and the
 #: owner project's member.
@@ -333,7 +350,7 @@ def _bodies(location: str, instance: str) -> list[bytes | None]:
     ]
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(data=st.data())
@@ -356,7 +373,8 @@ def test_no_generated_request_gets_past_the_boundaries(
     content_type = data.draw(st.sampled_from(_TYPES))
     body = data.draw(st.sampled_from(_bodies(
         'http://127.0.0.1:9/generated.img', str(uuid.uuid4()))))
-    if method == 'DELETE' and caller is MEMBER and not query:
+    if method == 'DELETE' and caller is MEMBER and query in ('',
+                                                             '?_method='):
         return  # the owner may delete its image: not a boundary
     answer = _http(scene).send(method, target + query, scene.as_(caller),
                                body, content_type)
@@ -366,6 +384,9 @@ def test_no_generated_request_gets_past_the_boundaries(
         assert hidden_keys(answer.json()) == set(), (spec, answer.text)
     if caller is OTHER:
         assert instance not in answer.text, (spec, answer.text)
+        if answer.body and 'json' in answer.headers.get('Content-Type',
+                                                        ''):
+            assert not _keys_of(answer.json(), owned['id']), spec
     # Glance holds no captured key and no location the caller wrote.
     stored = scene.stored(owned['id'])
     assert stored['locations'] == before['locations'], spec
@@ -374,3 +395,70 @@ def test_no_generated_request_gets_past_the_boundaries(
     for image in created:
         assert not set(CAPTURED) & set(image), spec
         assert image['locations'] == [], spec
+
+
+# -- 7. inputs Glance accepts -------------------------------------------
+
+#: Uploads image data from a generator (``wsgi.input`` without
+#: ``read()``, as Glance's own functional tests do, with their ``aki``
+#: disk format) to the stacked pipeline, the standalone proxy (in front
+#: of the bare endpoint) and the bare pipeline; and as ``raw``, which
+#: Glance's format inspector fails on (500) unless the stack gave the
+#: input a file interface.  In a fresh process: Glance's configuration
+#: is global.
+_ITERABLE_UPLOADS = '''
+import json, sys
+import webob
+from instance_aware import proxy
+from instance_aware.local import glance, identity
+apps = glance.load_apps(glance.StateDir(sys.argv[1]))
+apps['standalone'] = proxy.app_factory({}, upstream=sys.argv[2])
+hdrs = identity.identity_headers(sys.argv[3])
+found = {}
+for name, disk in [('stacked', 'aki'), ('standalone', 'aki'),
+                   ('bare', 'aki'), ('stacked', 'raw'),
+                   ('standalone', 'raw'), ('bare', 'raw')]:
+    created = webob.Request.blank(
+        '/v2/images', method='POST', headers=hdrs,
+        json={'name': 'iterable-' + name, 'disk_format': disk,
+              'container_format': disk if disk == 'aki' else 'bare'}
+    ).get_response(apps[name])
+    image = created.json
+    put = webob.Request.blank('/v2/images/%s/file' % image['id'],
+                              method='PUT', headers=hdrs)
+    put.content_type = 'application/octet-stream'
+    put.body_file = (chunk for chunk in [b'x' * 1000, b'', b'y' * 24])
+    uploaded = put.get_response(apps[name])
+    found[name + '-' + disk] = [image['id'], uploaded.status_int,
+                                uploaded.text]
+print(json.dumps(found))
+'''
+
+
+def test_an_iterable_input_is_uploaded_as_glance_uploads_it(
+        glance_server: GlanceServer) -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    project = uuid.uuid4().hex
+    result = subprocess.run(
+        [sys.executable, '-c', _ITERABLE_UPLOADS, glance_server.state_dir,
+         glance_server.bare_url, project],
+        capture_output=True, text=True, timeout=180, check=True)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    data = b'x' * 1000 + b'y' * 24
+    bare = Http(glance_server.bare_url)
+    stack = Http(glance_server.url)
+    bare_raw = found.pop('bare-raw')
+    assert bare_raw[1] == 500  # Glance's own limit, not the stack's
+    for name, (image_id, status, text) in found.items():
+        assert (status, text) == (204, ''), (name, text)
+        stored = bare.send('GET', f'/v2/images/{image_id}',
+                           headers(project, ADMIN_ROLES)).json()
+        assert (stored['status'], stored['size']) == ('active', 1024), name
+        assert stored['os_hash_value'] == hashlib.sha512(data).hexdigest()
+        # Downloaded through the stack: its recorded digest matches.
+        downloaded = stack.send('GET', f'/v2/images/{image_id}/file',
+                                headers(project))
+        assert (downloaded.status, downloaded.body) == (200, data), name
