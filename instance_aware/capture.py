@@ -79,6 +79,10 @@ def check_value(key: str, value: Any) -> str:
         raise errors.bad_request(
             f"Invalid value for property '{key}': expected a string, got "
             f'{type(value).__name__}.')
+    if not _is_unicode(value):
+        raise errors.bad_request(
+            f"Invalid value for property '{key}': not valid Unicode text "
+            '(a lone surrogate).')
     if len(value) > MAX_VALUE_LENGTH:
         raise errors.bad_request(
             f"Invalid value for property '{key}': longer than "
@@ -172,6 +176,15 @@ def strip_from(image: dict[str, Any], keys: Collection[str]) -> bool:
     for key in found:
         del image[key]
     return bool(found)
+
+
+def _is_unicode(value: str) -> bool:
+    """Whether ``value`` is text UTF-8 can hold (no lone surrogate)."""
+    try:
+        value.encode('utf-8')
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: No value of a JSON document.

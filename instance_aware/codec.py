@@ -12,7 +12,8 @@ stack accepts and writes exactly what it did with ``json`` alone:
   it as a float, losing digits);
 * writing: those same values (``NaN`` is read as :class:`Constant`, a
   float orjson does not write, so it comes back out as ``NaN``, never as
-  orjson's ``null``), keys that are not strings, nesting deeper than 254.
+  orjson's ``null``), keys that are not strings, nesting deeper than 254;
+  a document with a lone surrogate is written with ``\\u`` escapes.
 
 Errors are the standard library's: :class:`ValueError` (and
 :class:`RecursionError`) for a body that is not JSON.  Output is compact
@@ -60,4 +61,10 @@ def dumps(document: Any) -> bytes:
     try:
         return orjson.dumps(document)
     except orjson.JSONEncodeError:
-        return json.dumps(document, ensure_ascii=False).encode('utf-8')
+        text = json.dumps(document, ensure_ascii=False)
+    try:
+        return text.encode('utf-8')
+    except UnicodeEncodeError:
+        # A lone surrogate (read from a ``\\ud800`` escape) has no UTF-8:
+        # written escaped, as the client sent it.
+        return json.dumps(document).encode('ascii')

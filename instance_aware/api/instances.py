@@ -110,7 +110,7 @@ def _limit(value: str | None) -> int:
 
 def _list(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
     instance_uuid = _uuid('instance UUID', req.route.params['instance_uuid'])
-    params = dict(req.GET.items())
+    params = dict(req.query())
     unknown = sorted(set(params) - _PARAMS)
     if unknown:
         raise errors.bad_request(

@@ -27,7 +27,7 @@ import webob.exc
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import codec, errors, routing
+from instance_aware import codec, errors, reading
 from instance_aware import conf as ia_conf
 from instance_aware import context as ia_context
 from instance_aware.filters import documents, headroom
@@ -82,6 +82,11 @@ class Filter:
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        # The first filter of ours to see the request reads it (see
+        # :mod:`instance_aware.reading`) and refuses what must not pass.
+        refused = reading.refuse(environ, start_response)
+        if refused is not None:
+            return refused
         if not self.accepts(environ):
             return self.application(environ, start_response)
         return self._handle(environ, start_response)
@@ -89,8 +94,7 @@ class Filter:
     def accepts(self, environ: WSGIEnvironment) -> bool:
         """Whether this filter handles the request (it notes the route);
         anything else passes through untouched."""
-        route = routing.match(environ.get('REQUEST_METHOD', 'GET'),
-                              environ.get('PATH_INFO', ''))
+        route = reading.of(environ).route
         if not self.handles(route.name):
             return False
         environ['instance_aware.route'] = route
@@ -112,6 +116,9 @@ class Filter:
         """Answer ``req`` for the filter of ours just above, which called
         this one directly instead of through WSGI (see :meth:`forward`);
         a JSON document is left parsed."""
+        refusal = req.reading.refusal
+        if refusal is not None:
+            return refusal
         if not self.accepts(req.environ):
             return self.forward(req)
         return self.answer(req)

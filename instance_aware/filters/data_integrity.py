@@ -108,7 +108,7 @@ import webob.byterange
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import routing
+from instance_aware import reading
 from instance_aware.filters import base, import_plugins
 from instance_aware.filters.checked_body import (
     CheckedBody,
@@ -202,10 +202,13 @@ class DataIntegrityFilter(base.Filter):
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get('REQUEST_METHOD', 'GET').upper()
+        refused = reading.refuse(environ, start_response)
+        if refused is not None:
+            return refused
+        found = reading.of(environ)
+        method, route = found.method, found.route
         if method not in ('GET', 'PUT', 'POST'):
             return self.application(environ, start_response)
-        route = routing.match(method, environ.get('PATH_INFO', ''))
         image_id = route.image_id
         if (route.name not in self.ROUTES or image_id is None
                 or not self.config.verify_image_data):

@@ -144,7 +144,7 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
 
     def process_request(self, req: Request) -> webob.Response | None:
         if req.route.name == 'image_import':
-            if req.method == 'POST':
+            if req.verb == 'POST':
                 self._check_import(req)
             return None
         return super().process_request(req)
@@ -312,8 +312,8 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         """
         if not self.config.image_conversion_enabled:
             return
-        body = req.read_json(self.config.max_json_body_size) \
-            if req.has_json_body else None
+        # Read as Glance reads it, whatever its Content-Type.
+        body = req.json_body(self.config.max_json_body_size)
         method = body.get('method') if isinstance(body, dict) else None
         name = method.get('name') if isinstance(method, dict) else None
         if name in COPY_METHODS:

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import blake3
 
+from instance_aware import reading
+
 _MIB = 1024 * 1024
 #: Bytes of a body hashed in the request's own thread; past them the
 #: hashing moves to a thread of its own (:class:`StreamHasher`).
@@ -149,7 +151,10 @@ class HashingReader:
     """
 
     def __init__(self, raw: Any, hasher: Hash, *more: Hash) -> None:
-        self._raw = raw
+        # An input that is only iterable (Glance accepts one) is read
+        # through a file interface.
+        self._raw = raw if hasattr(raw, 'read') else (
+            reading.IterableInput(raw))
         self._hasher = StreamHasher(hasher, *more)
         self.count = 0
         self.eof = False

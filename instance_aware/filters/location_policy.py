@@ -36,7 +36,7 @@ import webob
 
 from instance_aware import capture, codec, errors
 from instance_aware.filters import base, documents
-from instance_aware.request import PATCH_V20, PATCH_V21, Request
+from instance_aware.request import PATCH_V21, Request
 
 READ = 'instance_aware:get_image_location'
 FETCH = 'instance_aware:fetch_image_location'
@@ -81,7 +81,7 @@ class LocationPolicyFilter(base.Filter):
     # -- writes ------------------------------------------------------------
 
     def process_request(self, req: Request) -> webob.Response | None:
-        name, method = req.route.name, req.method.upper()
+        name, method = req.route.name, req.verb
         if name == 'image_locations' and method in ('GET', 'HEAD'):
             return self._require(req, FETCH, 'list the locations of')
         if name == 'image_locations' and method == 'POST':
@@ -91,8 +91,8 @@ class LocationPolicyFilter(base.Filter):
                 refused = self._require(req, rule, 'change the locations of')
                 if refused is not None:
                     return refused
-        elif name == 'images' and method == 'POST' and req.has_json_body:
-            body = self._read_json(req)
+        elif name == 'images' and method == 'POST':
+            body = self._read_json(req)  # whatever its Content-Type
             if isinstance(body, dict) and any(k in body
                                               for k in LOCATION_KEYS):
                 return self._require(req, SET, 'set the locations of',
@@ -106,7 +106,7 @@ class LocationPolicyFilter(base.Filter):
 
     def _read_json(self, req: Request) -> Any:
         try:
-            return req.read_json(self.config.max_json_body_size)
+            return req.json_body(self.config.max_json_body_size)
         except RecursionError as exc:
             raise errors.bad_request(
                 'Malformed JSON in request body: nested too deeply.'
@@ -118,14 +118,15 @@ class LocationPolicyFilter(base.Filter):
         A pointer that is not a string is refused with 400 here: Glance
         would fail on it with a 500.
         """
-        if req.content_type not in (PATCH_V20, PATCH_V21):
-            return set()
+        media_type = req.patch_media_type
+        if media_type is None:
+            return set()  # Glance refuses it with 415
         document = self._read_json(req)
         if not isinstance(document, list):
             return set()
         rules: set[str] = set()
         for raw in document:
-            op, pointer = _op_and_path(raw, req.content_type)
+            op, pointer = _op_and_path(raw, media_type)
             if op is None or pointer is _MISSING:
                 continue
             if not isinstance(pointer, str):
@@ -191,7 +192,7 @@ class LocationPolicyFilter(base.Filter):
                                                       None, {}):
             scrubbed = codec.dumps(document)
         if (failed or document is _NOT_JSON) and not (
-                request.method.upper() == 'HEAD'
+                request.verb == 'HEAD'
                 or self.allowed(request, READ, None)):
             scrubbed = _redact(scrubbed)
         if scrubbed != body:

@@ -21,7 +21,7 @@ import webob.exc
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import errors, routing
+from instance_aware import errors, reading, routing
 from instance_aware.proxy import headers as proxy_headers
 from instance_aware.proxy import links, options, transfer
 
@@ -104,7 +104,10 @@ class ProxyApp:
                   ) -> transfer.ResponseBody | webob.exc.WSGIHTTPException:
         """Send the request; the response, its first bytes read, or the
         error response for a failure until then."""
-        method = environ.get('REQUEST_METHOD', 'GET').upper()
+        # The method as sent: the stack judged it so, and Glance's router
+        # compares it case-sensitively.
+        method = str(environ.get('REQUEST_METHOD', 'GET'))
+        reading.adapt_input(environ)  # an iterable input is streamed too
         url = self.prefix + _request_uri(environ)
         deadline = transfer.Deadline(self.settings.transfer_timeout)
         headers = self.request_headers(environ)
@@ -318,7 +321,9 @@ def _body(environ: WSGIEnvironment, deadline: transfer.Deadline
     stream = environ.get('wsgi.input')
     if stream is None:
         return None
-    if 'chunked' in str(environ.get('HTTP_TRANSFER_ENCODING', '')).lower():
+    if 'chunked' in str(environ.get('HTTP_TRANSFER_ENCODING', '')).lower(
+            ) or environ.get(reading.UNFRAMED):
+        # Sent chunked: its length is unknown.
         return transfer.RequestBody(stream, None, deadline)
     length = _content_length(environ)
     if not length:

@@ -38,6 +38,7 @@ def test_split_create_keeps_the_rest():
     pytest.param(5, 'expected a string', id='int'),
     pytest.param(None, 'expected a string', id='null'),
     pytest.param('x' * 256, 'longer than 255', id='too-long'),
+    pytest.param('\ud800', 'not valid Unicode text', id='lone-surrogate'),
 ])
 def test_split_create_refuses_bad_values(value, message):
     with pytest.raises(webob.exc.HTTPBadRequest) as exc:

@@ -88,3 +88,9 @@ def test_nesting_beyond_the_interpreters_reach_is_a_recursion_error() -> None:
 def test_output_is_compact_utf_8() -> None:
     assert codec.dumps({'name': '\u00e9', 'tags': [1, 2]}) == (
         '{"name":"\u00e9","tags":[1,2]}'.encode())
+
+
+def test_a_lone_surrogate_is_written_escaped() -> None:
+    document = codec.loads(b'{"name": "\\ud800x", "n": 1e400}')
+    assert codec.dumps(document) == b'{"name": "\\ud800x", "n": Infinity}'
+    assert codec.loads(codec.dumps(document))['name'] == '\ud800x'

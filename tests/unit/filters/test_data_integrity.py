@@ -938,6 +938,19 @@ def test_reader_passes_reads_through_unchanged() -> None:
         b'one\ntwo\nthree').hexdigest()
 
 
+def test_reader_reads_an_input_that_is_only_iterable() -> None:
+    # Glance accepts a ``wsgi.input`` without ``read()`` (its own tests
+    # upload chunked data as a generator).
+    raw = (chunk for chunk in [b'one\ntw', b'', b'o\nthree'])
+    reader = data_integrity.HashingReader(raw, hashlib.sha256())
+    assert reader.read(2) == b'on'
+    assert reader.readline() == b'e\n'
+    assert reader.read() == b'two\nthree'
+    assert (reader.eof, reader.count) == (True, 13)
+    assert reader.hexdigest() == hashlib.sha256(
+        b'one\ntwo\nthree').hexdigest()
+
+
 # -- the hashing thread ----------------------------------------------------
 
 def test_stream_hasher_gives_hashlib_digest_whatever_the_chunks(
