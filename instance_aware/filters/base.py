@@ -211,7 +211,13 @@ class Filter:
         if body is not None:
             sub.body = codec.dumps(body)
             sub.content_type = content_type or 'application/json'
-        return sub.get_response(self.application)
+        response = sub.get_response(self.application)
+        # Read whole, which closes the body: a subrequest's answer is a
+        # small document, and one left open would hold what the
+        # application below keeps for it (the standalone proxy's upstream
+        # connection and transfer slot) until it is garbage collected.
+        response.body  # noqa: B018
+        return response
 
     def process_request(self, req: Request) -> webob.Response | None:
         """Return a response to stop here, or ``None`` to go on."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -167,6 +168,11 @@ class ResponseBody:
         self._first: bytes | None = None
         self._complete = False
         self._closed = False
+        if slot is not None:
+            # A body nobody closed still gives its slot back once it is
+            # collected: the WSGI server always closes, but a middleware
+            # that drops a response unread may not.
+            weakref.finalize(self, slot.release)
 
     def start(self) -> None:
         """Wait for the first bytes (or the end of an empty body)."""

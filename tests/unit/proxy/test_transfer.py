@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import time
 from typing import Any
@@ -116,5 +117,18 @@ def test_closing_early_releases_the_slot() -> None:
                                  slots.take())
     body.close()
     body.close()
+    assert slots.take() is not None
+    assert slots.take() is None
+
+
+def test_a_body_nobody_closed_releases_its_slot_when_collected() -> None:
+    slots = transfer.Slots(1)
+    body = transfer.ResponseBody(_response(io.BytesIO(b'abc'), 3),
+                                 'GET /x', transfer.Deadline(0), 5.0,
+                                 slots.take())
+    body.start()
+    assert slots.take() is None  # still held while the body lives
+    del body
+    gc.collect()
     assert slots.take() is not None
     assert slots.take() is None
