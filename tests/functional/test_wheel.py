@@ -36,12 +36,16 @@ import requests
 
 from instance_aware.local import glance
 from instance_aware.local.server import free_port
+from instance_aware.store import migration
 from tests.functional.conftest import headers
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONSTRAINTS = ROOT / 'upper-constraints.txt'
 MIGRATIONS = 'instance_aware/store/migrations/versions/'
-REVISIONS = ('0001_initial.py', '0002_image_data.py', '0003_fingerprint.py')
+#: Every revision of the checkout must ship.
+REVISIONS = tuple(sorted(path.name for path
+                         in (ROOT / MIGRATIONS).glob('[0-9]*.py')))
+HEAD = migration.head()
 TIMEOUT = 30
 
 pytestmark = pytest.mark.timeout(600)
@@ -152,10 +156,10 @@ def test_installed_commands_work_without_the_checkout(
 
     synced = _run(*manage, 'db', 'sync', cwd=workdir).stdout
     assert synced.splitlines()[-1] == (
-        'Database schema upgraded from revision None to revision 0003.')
+        f'Database schema upgraded from revision None to revision {HEAD}.')
     version = _run(*manage, 'db', 'version', cwd=workdir)
     assert (version.stdout, version.stderr) == (
-        'Current revision: 0003\nHead revision: 0003\n', '')
+        f'Current revision: {HEAD}\nHead revision: {HEAD}\n', '')
     with sqlite3.connect(database) as db:
         tables = {row[0] for row in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
