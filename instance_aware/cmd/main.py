@@ -4,19 +4,23 @@
 
     instance-aware serve [--port 9292] [--bare-port N | --upstream URL]
                          [--state-dir .state/serve]
-                         [--flavor noauth|keystone] [--auth-url URL]
+                         [--flavor keystone|noauth] [--auth-url URL]
+                         [--keystone-port 5000]
                          [--workers 1] [--threads 4] [--max-lifetime S]
 
 ``serve``
     Run a real Glance 33 with the instance-aware stack in its pipeline on
     127.0.0.1 until Ctrl-C or SIGTERM (exit 0).  ``--bare-port`` also
-    serves the same Glance without the stack.  The ``noauth`` flavor
-    trusts identity headers: never expose it.
+    serves the same Glance without the stack.  The ``keystone`` flavor
+    (the default) checks tokens; without ``--auth-url`` it starts a local
+    Keystone too and prints the ``OS_*`` variables of its accounts
+    (:mod:`instance_aware.local.clients`).  The ``noauth`` flavor trusts
+    identity headers: never expose it.
 ``serve --upstream URL``
     Standalone mode: run only the stack, on 127.0.0.1, forwarding to the
     unmodified Glance at ``URL`` (:mod:`instance_aware.proxy`); its
     mapping database is SQLite in the state directory (default
-    ``.state/standalone``).
+    ``.state/standalone``); its flavor defaults to ``noauth``.
 
 Exit codes: 0 stopped on request; 1 the server failed; 2 bad usage.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -35,7 +40,7 @@ from types import FrameType
 from typing import Any
 
 from instance_aware import version
-from instance_aware.local import glance, server
+from instance_aware.local import clients, glance, keystone, server
 
 PROG = 'instance-aware'
 STATE_DIR = '.state/serve'
@@ -122,8 +127,10 @@ GLANCE_SERVICE_PASSWORD): put the real values in
   OS_IMAGE_ENDPOINT_OVERRIDE={url} openstack image list"""
 
 
-def usage_message(srv: server.GlanceServer) -> str:
-    """What ``serve`` prints once the server answers."""
+def usage_message(srv: server.GlanceServer,
+                  directory: keystone.Directory | None = None) -> str:
+    """What ``serve`` prints once the server answers (``directory``:
+    the accounts of a local Keystone)."""
     if isinstance(srv, server.StandaloneServer):
         lines = [f'The instance-aware stack:           {srv.url}',
                  f'in front of the Glance at:          {srv.upstream}']
@@ -133,7 +140,10 @@ def usage_message(srv: server.GlanceServer) -> str:
         lines.append(f'Same Glance without the stack:      {srv.bare_url}')
     lines += [f'State directory: {srv.state_dir}',
               f'Log:             {srv.log_file}', '']
-    if srv.flavor == glance.KEYSTONE:
+    if directory is not None:
+        lines.append(clients.usage(directory, srv.state_dir,
+                                   srv.bare_port is not None))
+    elif srv.flavor == glance.KEYSTONE:
         lines.append(_keystone_usage(srv.url, srv.state))
     else:
         lines.append(_noauth_usage(
@@ -142,10 +152,33 @@ def usage_message(srv: server.GlanceServer) -> str:
     return '\n'.join(lines)
 
 
-def _server(args: argparse.Namespace) -> server.GlanceServer:
+def _flavor(args: argparse.Namespace) -> str:
+    """``--flavor``, or its default: noauth with ``--upstream``."""
+    if args.flavor:
+        return str(args.flavor)
+    return glance.NOAUTH if args.upstream else glance.KEYSTONE
+
+
+def _local_keystone(args: argparse.Namespace
+                    ) -> keystone.KeystoneServer | None:
+    """The Keystone to start beside Glance, if serve starts one."""
+    if _flavor(args) != glance.KEYSTONE or args.auth_url or args.upstream:
+        return None
+    return keystone.KeystoneServer(
+        os.path.join(args.state_dir or STATE_DIR, 'keystone'),
+        port=args.keystone_port, max_lifetime=args.max_lifetime,
+        debug=args.debug)
+
+
+def _server(args: argparse.Namespace,
+            local_keystone: keystone.KeystoneServer | None = None
+            ) -> server.GlanceServer:
+    auth_url = args.auth_url
+    if local_keystone is not None:
+        auth_url = f'http://{server.HOST}:{args.keystone_port}/v3'
     common: dict[str, Any] = {
         'port': args.port, 'workers': args.workers, 'threads': args.threads,
-        'flavor': args.flavor, 'auth_url': args.auth_url,
+        'flavor': _flavor(args), 'auth_url': auth_url,
         'max_lifetime': args.max_lifetime, 'debug': args.debug}
     if args.upstream:
         return server.StandaloneServer(
@@ -165,32 +198,68 @@ def _upstream_warning(srv: server.GlanceServer) -> str | None:
     return None
 
 
+def _start_keystone(ks: keystone.KeystoneServer,
+                    srv: server.GlanceServer) -> keystone.Directory:
+    """Start and provision the local Keystone; Glance's service user."""
+    print(f'Preparing {ks.state.path} and starting Keystone...', flush=True)
+    ks.start()
+    directory = keystone.provision(ks)
+    keystone.configure_glance(srv.state, directory)
+    return directory
+
+
+def _publish(directory: keystone.Directory,
+             srv: server.GlanceServer) -> None:
+    """Glance in the catalog, the openrc files in the state directory."""
+    bare = srv.bare_url if srv.bare_port is not None else None
+    keystone.register_image_endpoints(directory, srv.url, bare)
+    clients.write_openrc(srv.state_dir, directory, bare is not None)
+
+
+def _stop_all(srv: server.GlanceServer,
+              ks: keystone.KeystoneServer | None) -> int | None:
+    """Stop Glance, then Keystone; Glance's exit code."""
+    code = srv.stop()
+    if ks is not None:
+        ks.stop()
+    return code
+
+
 def serve(args: argparse.Namespace) -> int:
     """Start the server, tell how to use it, wait for Ctrl-C or SIGTERM."""
-    srv = _server(args)
+    ks = _local_keystone(args)
+    srv = _server(args, ks)
     what = ('the stack' if isinstance(srv, server.StandaloneServer)
             else 'Glance')
     with _stop_signals():
         try:
+            directory = None if ks is None else _start_keystone(ks, srv)
             print(f'Preparing {srv.state_dir} and starting {what}...',
                   flush=True)
             srv.start()
-            print(usage_message(srv), flush=True)
+            if directory is not None:
+                _publish(directory, srv)
+            print(usage_message(srv, directory), flush=True)
             warning = _upstream_warning(srv)
             if warning:
                 print(warning, file=sys.stderr, flush=True)
-            while srv.running:
+            while srv.running and (ks is None or ks.running):
                 time.sleep(0.5)
         except (KeyboardInterrupt, _Stop):
             _ignore_stop_signals()
-            srv.stop()
+            _stop_all(srv, ks)
             print('Stopped.', flush=True)
             return 0
         except (server.ServerError, glance.SetupError) as exc:
-            srv.stop()
+            _stop_all(srv, ks)
             print(f'{PROG}: error: {exc}', file=sys.stderr)
             return 1
-    code = srv.stop()
+    if ks is not None and not ks.running and srv.running:
+        _stop_all(srv, ks)
+        print(f'{PROG}: error: Keystone exited by itself; see '
+              f'{ks.log_file}', file=sys.stderr)
+        return 1
+    code = _stop_all(srv, ks)
     if code == 0 and args.max_lifetime:
         print(f'Stopped after --max-lifetime {args.max_lifetime:g} s.')
         return 0
@@ -252,13 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help='configuration, databases, images and log '
                           f'(default: {STATE_DIR}, with --upstream '
                           f'{STANDALONE_STATE_DIR})')
-    run.add_argument('--flavor', choices=glance.FLAVORS,
-                     default=glance.NOAUTH,
-                     help='noauth trusts identity headers; keystone '
-                          'checks tokens (needs --auth-url) '
-                          '(default: %(default)s)')
+    run.add_argument('--flavor', choices=glance.FLAVORS, default=None,
+                     help='keystone checks tokens (of a local Keystone '
+                          'unless --auth-url); noauth trusts identity '
+                          'headers (default: keystone; noauth with '
+                          '--upstream)')
     run.add_argument('--auth-url',
-                     help='keystone URL for the keystone flavor')
+                     help='an existing Keystone for the keystone flavor '
+                          '(default: start a local one)')
+    run.add_argument('--keystone-port', type=_port, default=5000,
+                     help='port of the local Keystone (default: '
+                          '%(default)s)')
     run.add_argument('--workers', type=_positive, default=1,
                      help='gunicorn worker processes (default: '
                           '%(default)s)')
@@ -276,10 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(parser: argparse.ArgumentParser, args: Any) -> None:
     if args.command != 'serve':
         return
-    if args.flavor == glance.KEYSTONE and not args.auth_url:
-        parser.error('--flavor keystone needs --auth-url')
-    if args.flavor == glance.NOAUTH and args.auth_url:
+    if args.upstream and args.flavor == glance.KEYSTONE and (
+            not args.auth_url):
+        parser.error('--flavor keystone with --upstream needs --auth-url')
+    if _flavor(args) == glance.NOAUTH and args.auth_url:
         parser.error('--auth-url is only for --flavor keystone')
+    if _local_keystone(args) is not None and args.keystone_port in (
+            args.port, args.bare_port):
+        parser.error('--keystone-port must differ from the Glance ports')
     if args.bare_port is not None and args.bare_port == args.port:
         parser.error('--bare-port must differ from --port')
     if args.upstream and args.bare_port is not None:

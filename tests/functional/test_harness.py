@@ -185,7 +185,7 @@ def test_serve_answers_and_exits_0_on_sigint(tmp_path: Any,
         process = subprocess.Popen(
             [sys.executable, '-m', 'instance_aware.cmd.main', 'serve',
              '--port', str(port), '--bare-port', str(bare_port),
-             '--state-dir', str(tmp_path / 'state'),
+             '--state-dir', str(tmp_path / 'state'), '--flavor', 'noauth',
              '--max-lifetime', '170'],
             stdout=stream, stderr=subprocess.STDOUT,
             preexec_fn=_sigint(inherited))
