@@ -181,7 +181,9 @@ def adapt_input(environ: WSGIEnvironment) -> None:
             stream, Iterable):
         return
     environ['wsgi.input'] = IterableInput(stream)
-    environ.setdefault('wsgi.input_terminated', True)
+    # Its framing is left as it was (no ``wsgi.input_terminated``): Glance
+    # reads such a body only where it says so itself (image data), and a
+    # form parse for routes must find it as unreadable as Glance does.
     environ[UNFRAMED] = True
 
 
