@@ -532,15 +532,17 @@ def provision(server: KeystoneServer) -> Directory:
 
 
 def register_image_endpoints(directory: Directory, url: str,
-                             bare_url: str | None = None) -> None:
-    """Glance in the catalog: ``url`` in :data:`REGION`, ``bare_url`` (the
+                             bare_url: str | None = None, *,
+                             region: str = REGION) -> None:
+    """Glance in the catalog: ``url`` in ``region``, ``bare_url`` (the
     same Glance without the stack) in :data:`BARE_REGION`.  Existing
-    endpoints are moved to the given URLs."""
+    endpoints are moved to the given URLs; another ``region`` leaves the
+    other Glances of the session where they are."""
     client = _Admin(directory.auth_url, directory.admin)
     try:
         service = client.ensure('services', 'service', {'type': 'image'},
                                 {'type': 'image', 'name': 'glance'})
-        wanted = {REGION: url}
+        wanted = {region: url}
         if bare_url is not None:
             wanted[BARE_REGION] = bare_url
         for region, endpoint_url in wanted.items():

@@ -1,27 +1,38 @@
-"""The deployer guide, run as an operator follows it.
+"""The deployer guide, run as an operator follows it, with a real Keystone.
 
 The commands come from the ``console`` blocks of
 ``doc/source/install/index.rst`` and the files from ``etc/``, so the guide
-cannot drift from what works.  What the test changes, and only that:
+cannot drift from what works.  glance-api serves the sample's ``keystone``
+flavor, ``authtoken`` included, against the session's Keystone 30
+(``conftest.py``); ``openstack`` runs as the guide writes it, with the
+``OS_*`` variables of a project member.  What the test changes, and only
+that:
 
 * paths: ``/etc/glance`` and ``/var/lib/glance`` become directories under
   a temporary one, port 9292 a free port on 127.0.0.1;
 * both database URLs become SQLite files (the drivers and servers of the
   sample are the operator's);
-* the served pipeline is the documented ``keystone`` line without
-  ``authtoken`` (this test has no Keystone; callers assert their identity
-  with keystonemiddleware's headers), and ``reconcile`` reaches Glance
-  with those headers instead of a Keystone token.
+* ``http://controller:5000`` becomes the test's Keystone, ``GLANCE_PASS``
+  and ``ADMIN_PASS`` the passwords of its ``glance`` and ``admin``
+  accounts, and ``memcached_servers`` goes (no memcached: authtoken keeps
+  its cache in the process);
+* ``[instance_aware_registry]`` gets ``endpoint`` (which the guide offers
+  beside the catalog): the session's catalog also lists the other tests'
+  Glances, and this one is in a region of its own, :data:`REGION`;
+* ``openstack`` prints JSON (``-f json``) so that the test can read it,
+  and its stdin is a terminal, as at a prompt (openstackclient uploads any
+  other stdin as the image's data).
 
 Commands that need what a test cannot have (``pip`` against the network,
-``systemctl``, a uWSGI build, Keystone for ``openstack``) are named in
-:data:`NOT_RUN` with the reason, and what can be checked of them is.
+``systemctl``, a uWSGI build) are named in :data:`NOT_RUN` with the reason,
+and what can be checked of them is.
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import json
 import os
 import pathlib
 import shutil
@@ -32,11 +43,12 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 
-from instance_aware.local import identity
+from instance_aware.local import keystone
 from instance_aware.local import server as local_server
 from instance_aware.store import migration
 from tests import docsnippets
@@ -50,6 +62,12 @@ PASTE = docsnippets.ETC / 'paste.ini'
 UNIT = docsnippets.ETC / 'glance-api.service'
 UWSGI = docsnippets.ETC / 'glance-api-uwsgi.ini'
 APP = 'glance.wsgi.api:application'
+#: The catalog region of this test's Glance.
+REGION = 'InstallGuide'
+#: The sample's Keystone, and its passwords of the glance and admin users.
+SAMPLE_KEYSTONE = 'http://controller:5000'
+GLANCE_PASS = 'GLANCE_PASS'
+ADMIN_PASS = 'ADMIN_PASS'
 
 #: Commands of the guide this test does not run, and why.
 NOT_RUN = {
@@ -100,7 +118,7 @@ def test_every_documented_command_is_run_or_excused() -> None:
     unknown = sorted(set(programs) - RUN - set(NOT_RUN))
     assert not unknown, (
         f'commands in the install guide that no test runs: {unknown}; '
-        'run them in tests/functional/test_install_guide.py')
+        'run them in tests/functional/keystone/test_install_guide.py')
 
 
 def test_pip_extras_exist() -> None:
@@ -224,38 +242,65 @@ class Host:
                                         result.stderr[-3000:])
         return result.stdout + result.stderr
 
-    def install(self, flavor: str) -> None:
-        """The sample files, as the guide installs them."""
+    def install(self, directory: keystone.Directory | None,
+                flavor: str | None = None) -> None:
+        """The sample files, as the guide installs them, with the Keystone
+        of ``directory`` (None: no Keystone answers at all)."""
+        text = self.substitute(SAMPLE_CONF.read_text('utf-8'))
+        if directory is not None:
+            root = directory.auth_url.removesuffix('/v3')
+            text = (text.replace(SAMPLE_KEYSTONE, root)
+                    .replace(GLANCE_PASS, directory.glance.password)
+                    .replace(ADMIN_PASS, directory.admin.password))
         conf = configparser.RawConfigParser(strict=True)
         conf.optionxform = str  # type: ignore[assignment,method-assign]
-        conf.read_string(self.substitute(SAMPLE_CONF.read_text('utf-8')))
+        conf.read_string(text)
         conf['database']['connection'] = f'sqlite:///{self.glance_db}'
         conf['instance_aware']['connection'] = (
             f'sqlite:///{self.var / "instance_aware.sqlite"}')
-        conf['paste_deploy']['flavor'] = flavor
+        if flavor is not None:
+            conf['paste_deploy']['flavor'] = flavor
         conf['DEFAULT']['bind_host'] = '127.0.0.1'
-        conf['instance_aware_registry'] = {
-            'endpoint': f'http://127.0.0.1:{self.port}',
-            'trusted_headers': 'True'}
-        conf['instance_aware_keys']['auth_url'] = (
-            f'http://127.0.0.1:{local_server.free_port()}')
+        conf['instance_aware_registry']['endpoint'] = (
+            f'http://127.0.0.1:{self.port}')
+        if directory is None:
+            conf['instance_aware_keys']['auth_url'] = (
+                f'http://127.0.0.1:{local_server.free_port()}')
+        else:
+            assert conf['paste_deploy']['flavor'] == 'keystone'
+            del conf['keystone_authtoken']['memcached_servers']
         with open(self.conf, 'w', encoding='utf-8') as stream:
             conf.write(stream)
-        paste = _read_ini(PASTE)
-        keystone = paste['composite:api']['keystone'].split()
-        keystone.remove('authtoken')
-        paste['composite:api']['trusted-headers'] = ' '.join(keystone)
-        paste['composite:glance-api-trusted-headers'] = dict(
-            paste['composite:glance-api-keystone'])
-        with open(self.etc / 'glance-api-paste.ini', 'w',
-                  encoding='utf-8') as stream:
-            paste.write(stream)
+        shutil.copyfile(PASTE, self.etc / 'glance-api-paste.ini')
         for name in ('images', 'staging', 'tasks', 'image-cache', 'lock'):
             (self.var / name).mkdir()
         rules = docsnippets.code_blocks(docsnippets.INSTALL_GUIDE, 'yaml')
         assert len(rules) == 1, rules
         (self.etc / 'policy.yaml').write_text(
             '\n'.join(rules[0]) + '\n', encoding='utf-8')
+
+    def openstack(self, cmd: Command,
+                  environ: dict[str, str]) -> dict[str, Any]:
+        """``openstack`` as documented, as the account of ``environ``.
+
+        Its stdin is a terminal, as at an operator's prompt: openstackclient
+        uploads a stdin that is not one as the image's data.
+        """
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith('OS_')}
+        controller, terminal = os.openpty()
+        try:
+            result = subprocess.run(
+                [*self.argv(cmd), '-f', 'json'], env={**env, **environ},
+                stdin=terminal, capture_output=True, text=True, timeout=120,
+                check=False, cwd=self.var)
+        finally:
+            os.close(terminal)
+            os.close(controller)
+        assert result.returncode == 0, (cmd.line, result.stdout,
+                                        result.stderr[-3000:])
+        answer: dict[str, Any] = json.loads(result.stdout)
+        return answer
 
     @contextlib.contextmanager
     def serving(self, cmd: Command) -> Iterator[str]:
@@ -284,41 +329,11 @@ class Host:
             log.close()
 
 
-def _image_create(base: str, cmd: Command,
-                  headers: dict[str, str]) -> dict[str, object]:
-    """``openstack image create`` as the API call it makes."""
-    argv = cmd.argv
-    assert argv[:3] == ['openstack', 'image', 'create'], cmd.line
-    body: dict[str, object] = {
-        'name': argv[-1],
-        'disk_format': docsnippets.option_value(argv, '--disk-format'),
-        'container_format': docsnippets.option_value(
-            argv, '--container-format')}
-    for index, word in enumerate(argv):
-        if word == '--property':
-            key, value = argv[index + 1].split('=', 1)
-            body[key] = value
-    response = requests.post(f'{base}/v2/images', json=body,
-                             headers=headers, timeout=TIMEOUT)
-    assert response.status_code == 201, response.text
-    created: dict[str, object] = response.json()
-    return {**body, 'id': created['id'], 'created': created}
-
-
-def _image_show(base: str, cmd: Command,
-                headers: dict[str, str]) -> dict[str, object]:
-    """``openstack image show NAME``: find by name, then show."""
-    assert cmd.argv[:3] == ['openstack', 'image', 'show'], cmd.line
-    found = requests.get(f'{base}/v2/images', params={'name': cmd.argv[3]},
-                         headers=headers, timeout=TIMEOUT)
-    assert found.status_code == 200, found.text
-    images = found.json()['images']
-    assert len(images) == 1, found.text
-    shown = requests.get(f'{base}/v2/images/{images[0]["id"]}',
-                         headers=headers, timeout=TIMEOUT)
-    assert shown.status_code == 200, shown.text
-    image: dict[str, object] = shown.json()
-    return image
+def _documented_properties(cmd: Command) -> dict[str, str]:
+    """The ``--property KEY=VALUE`` pairs of a documented command."""
+    return dict(cmd.argv[index + 1].split('=', 1)
+                for index, word in enumerate(cmd.argv)
+                if word == '--property')
 
 
 def _glance_properties(host: Host, image_id: str) -> dict[str, str]:
@@ -328,10 +343,11 @@ def _glance_properties(host: Host, image_id: str) -> dict[str, str]:
         return dict(rows.fetchall())
 
 
-@pytest.mark.timeout(300)
-def test_install_guide_from_top_to_bottom(tmp_path: pathlib.Path) -> None:
+@pytest.mark.timeout(600)
+def test_install_guide_from_top_to_bottom(
+        tmp_path: pathlib.Path, directory: keystone.Directory) -> None:
     host = Host(tmp_path)
-    host.install('trusted-headers')
+    host.install(directory)
     host.run(_find('glance-manage', 'db_sync'))
     host.run(_find('sqlite3'))
     with contextlib.closing(sqlite3.connect(host.glance_db)) as db:
@@ -342,27 +358,51 @@ def test_install_guide_from_top_to_bottom(tmp_path: pathlib.Path) -> None:
     head = migration.head()
     assert f'Current revision: {head}' in version, version
     assert f'Head revision: {head}' in version, version
-    creator = identity.identity_headers(uuid.uuid4().hex, ['member',
-                                                           'reader'])
+    member = directory['alpha-member']
     with host.serving(_find('gunicorn')) as base:
+        keystone.register_image_endpoints(directory, base, region=REGION)
+        environ = member.environ(directory.auth_url, REGION)
         create = _find('openstack', 'create')
-        created = _image_create(base, create, creator)
-        properties = {key: value for key, value in created.items()
-                      if key in ('instance_uuid', 'image_type')}
+        properties = _documented_properties(create)
         assert set(properties) == {'instance_uuid', 'image_type'}
-        returned = created['created']
-        assert isinstance(returned, dict)
+        created = host.openstack(create, environ)
+        assert created['name'] == create.argv[-1]
+        assert created['owner'] == member.project_id
+        returned = created['properties']
         assert {k: returned[k] for k in properties} == properties
-        shown = _image_show(base, _find('openstack', 'show'), creator)
+        show = _find('openstack', 'show')
+        shown = host.openstack(show, environ)
         assert shown['id'] == created['id']
-        assert {k: shown[k] for k in properties} == properties
+        assert {k: shown['properties'][k] for k in properties} == properties
+        image_url = f'{base}/v2/images/{created["id"]}'
         # Glance shows locations (the sample turns them on); the stack
         # hides them from a project member, as the guide's policy says.
-        assert 'locations' not in shown and 'direct_url' not in shown
-        admin = requests.get(
-            f'{base}/v2/images/{created["id"]}', timeout=TIMEOUT,
-            headers=identity.identity_headers(uuid.uuid4().hex, ['admin']))
+        mine = {'X-Auth-Token': directory.token(member.username)}
+        answer = requests.get(image_url, headers=mine, timeout=TIMEOUT)
+        assert answer.status_code == 200, answer.text
+        assert {k: answer.json()[k] for k in properties} == properties
+        assert 'locations' not in answer.json(), answer.text
+        assert 'direct_url' not in answer.json(), answer.text
+        admin = requests.get(image_url, timeout=TIMEOUT, headers={
+            'X-Auth-Token': directory.token(keystone.ADMIN)})
         assert admin.json()['locations'] == [], admin.text
+        assert {k: admin.json()[k] for k in properties} == properties
+        # Another project's member: the image is not even there; once
+        # the owner shares it with every project, it is, without keys.
+        other = {'X-Auth-Token': directory.token('beta-member')}
+        hidden = requests.get(image_url, headers=other, timeout=TIMEOUT)
+        assert hidden.status_code == 404, hidden.text
+        assert properties['instance_uuid'] not in hidden.text
+        shared = requests.patch(
+            image_url, timeout=TIMEOUT,
+            json=[{'op': 'replace', 'path': '/visibility',
+                   'value': 'community'}],
+            headers={**mine, 'Content-Type':
+                     'application/openstack-images-v2.1-json-patch'})
+        assert shared.json()['visibility'] == 'community', shared.text
+        seen = requests.get(image_url, headers=other, timeout=TIMEOUT)
+        assert seen.json()['id'] == created['id'], seen.text
+        assert not set(properties) & set(seen.json()), seen.text
         stored = _glance_properties(host, str(created['id']))
         assert not set(properties) & set(stored), stored
         # The upgrade path: the schema is already at head, reconcile
@@ -373,8 +413,8 @@ def test_install_guide_from_top_to_bottom(tmp_path: pathlib.Path) -> None:
         summary = host.run(_find('instance-aware-manage', 'reconcile'))
         assert '1 records checked against the registry' in summary, summary
         assert '0 pending records were activated' in summary, summary
-        shown = _image_show(base, _find('openstack', 'show'), creator)
-        assert {k: shown[k] for k in properties} == properties
+        shown = host.openstack(show, environ)
+        assert {k: shown['properties'][k] for k in properties} == properties
 
 
 @pytest.mark.timeout(300)
@@ -382,7 +422,7 @@ def test_without_keystone_every_image_call_is_refused(
         tmp_path: pathlib.Path) -> None:
     """What the guide says of the unauthenticated flavors."""
     host = Host(tmp_path)
-    host.install('')  # the default line: unauthenticated-context
+    host.install(None, '')  # the default line: unauthenticated-context
     host.run(_find('glance-manage', 'db_sync'))
     host.run(_all('instance-aware-manage', 'sync')[0])
     with host.serving(_find('gunicorn')) as base:
