@@ -32,6 +32,12 @@ OPTS: list[cfg.Opt] = [
         'interface',
         default='internal',
         help='Catalog interface used when ``endpoint`` is unset.'),
+    cfg.StrOpt(
+        'region_name',
+        help='Catalog region of the image endpoint when ``endpoint`` is '
+             'unset.  Set it wherever the catalog lists Glance in more '
+             'than one region: without it the first image endpoint of the '
+             'catalog is used, whichever region it belongs to.'),
     cfg.BoolOpt(
         'trusted_headers',
         default=False,
@@ -92,7 +98,8 @@ class RegistryClient:
         session = ks_loading.load_session_from_conf_options(conf, GROUP,
                                                             auth=auth)
         url = endpoint or group.endpoint or session.get_endpoint(
-            service_type='image', interface=group.interface)
+            service_type='image', interface=group.interface,
+            region_name=group.region_name)
         if not url:
             raise ValueError('No image API endpoint: set '
                              f'[{GROUP}] endpoint or configure auth.')

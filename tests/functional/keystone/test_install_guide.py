@@ -16,9 +16,9 @@ that:
   and ``ADMIN_PASS`` the passwords of its ``glance`` and ``admin``
   accounts, and ``memcached_servers`` goes (no memcached: authtoken keeps
   its cache in the process);
-* ``[instance_aware_registry]`` gets ``endpoint`` (which the guide offers
-  beside the catalog): the session's catalog also lists the other tests'
-  Glances, and this one is in a region of its own, :data:`REGION`;
+* the session's catalog also lists the other tests' Glances, so this one
+  is in a region of its own, :data:`REGION`, and ``[instance_aware_registry]
+  region_name`` names it (``RegionOne`` in the sample);
 * ``openstack`` prints JSON (``-f json``) so that the test can read it,
   and its stdin is a terminal, as at a prompt (openstackclient uploads any
   other stdin as the image's data).
@@ -261,13 +261,16 @@ class Host:
         if flavor is not None:
             conf['paste_deploy']['flavor'] = flavor
         conf['DEFAULT']['bind_host'] = '127.0.0.1'
-        conf['instance_aware_registry']['endpoint'] = (
-            f'http://127.0.0.1:{self.port}')
         if directory is None:
+            conf['instance_aware_registry']['endpoint'] = (
+                f'http://127.0.0.1:{self.port}')
             conf['instance_aware_keys']['auth_url'] = (
                 f'http://127.0.0.1:{local_server.free_port()}')
         else:
             assert conf['paste_deploy']['flavor'] == 'keystone'
+            # Reached through the catalog, as the guide says, in this
+            # Glance's own region.
+            conf['instance_aware_registry']['region_name'] = REGION
             del conf['keystone_authtoken']['memcached_servers']
         with open(self.conf, 'w', encoding='utf-8') as stream:
             conf.write(stream)
