@@ -343,11 +343,18 @@ class DataIntegrityFilter(base.Filter):
     def _expected(self, environ: WSGIEnvironment,
                   image_id: str) -> Digest | None:
         record = self.digests.get(image_id)
-        if record is not None and record.state == models.STAGED:
-            return self._settle_stage(environ, record)
-        if record is not None and record.state == models.PENDING:
-            return self._adopt_import(environ, record)
-        return record
+        if record is None or record.state not in (models.STAGED,
+                                                  models.PENDING):
+            return record
+        # Data the registry stored since: its digest settles the record.
+        shown = self._registry_digest(environ, image_id)
+        if shown is None:
+            LOG.warning('Image %s: the registry shows no digest yet; '
+                        'served without checking its data', image_id)
+            return None
+        if record.state == models.STAGED:
+            return self._settle_stage(record, shown)
+        return self._adopt_import(record, shown)
 
     def _registry_digest(self, environ: WSGIEnvironment,
                          image_id: str) -> tuple[str, str, int] | None:
@@ -368,15 +375,10 @@ class DataIntegrityFilter(base.Filter):
             return None
         return algo, value, size
 
-    def _adopt_import(self, environ: WSGIEnvironment,
-                      record: Digest) -> Digest | None:
+    def _adopt_import(self, record: Digest,
+                      shown: tuple[str, str, int]) -> Digest | None:
         """The registry's digest of data the stack did not see."""
         image_id = record.image_id
-        shown = self._registry_digest(environ, image_id)
-        if shown is None:
-            LOG.warning('Image %s: the registry shows no digest yet; '
-                        'served without checking its data', image_id)
-            return None
         algo, value, size = shown
         LOG.info("Image %s: imported by the registry itself; its downloads "
                  "are checked against the registry's %s digest computed "
@@ -384,15 +386,10 @@ class DataIntegrityFilter(base.Filter):
         return self.digests.record(image_id, algo=algo, digest=value,
                                    size=size, source=models.IMPORT)
 
-    def _settle_stage(self, environ: WSGIEnvironment,
-                      record: Digest) -> Digest | None:
+    def _settle_stage(self, record: Digest,
+                      shown: tuple[str, str, int]) -> Digest | None:
         """What a staged digest means now that the import stored data."""
         image_id = record.image_id
-        shown = self._registry_digest(environ, image_id)
-        if shown is None:
-            LOG.warning('Image %s: the registry shows no digest yet; '
-                        'served without checking its data', image_id)
-            return None
         algo, value, size = shown
         if (algo, value) == (record.algo, record.digest):
             self.digests.confirm(image_id, record.digest)
