@@ -43,6 +43,7 @@ from instance_aware.local.server import (
     ServerProcess,
     free_port,
     port_in_use,
+    write_ini,
 )
 
 #: The paste file :mod:`instance_aware.local.barbican_wsgi` loads.
@@ -132,20 +133,6 @@ def _kek(state: StateDir) -> str:
     return kek
 
 
-def _write_ini(path: str, sections: dict[str, dict[str, str]],
-               header: str) -> None:
-    parser = configparser.RawConfigParser()
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    for name, values in sections.items():
-        if name != 'DEFAULT':
-            parser.add_section(name)
-        for key, value in values.items():
-            parser.set(name, key, value)
-    with open(path, 'w', encoding='utf-8') as stream:
-        stream.write(header)
-        parser.write(stream)
-
-
 def prepare(state: StateDir, port: int, *, debug: bool = False) -> None:
     """Write the configuration and paste file for a server on ``port``.
 
@@ -153,7 +140,7 @@ def prepare(state: StateDir, port: int, *, debug: bool = False) -> None:
     database and the key-encryption key are kept.
     """
     os.makedirs(os.path.dirname(state.config_file), exist_ok=True)
-    _write_ini(state.config_file, {
+    write_ini(state.config_file, {
         'DEFAULT': {
             'host_href': f'http://{HOST}:{port}',
             'db_auto_create': 'True',

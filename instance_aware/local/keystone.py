@@ -21,7 +21,6 @@ expire in seconds from it, valid for the first one until then.
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import grp
 import http.client
@@ -45,6 +44,7 @@ from instance_aware.local.server import (
     ServerProcess,
     free_port,
     port_in_use,
+    write_ini,
 )
 
 #: Lifetime of a server started without one (tests): half an hour.
@@ -116,20 +116,6 @@ class StateDir:
         return self.join('bootstrapped')
 
 
-def _write_ini(path: str, sections: Mapping[str, Mapping[str, str]],
-               header: str) -> None:
-    parser = configparser.RawConfigParser()
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    for name, values in sections.items():
-        if name != 'DEFAULT':
-            parser.add_section(name)
-        for key, value in values.items():
-            parser.set(name, key, value)
-    with open(path, 'w', encoding='utf-8') as stream:
-        stream.write(header)
-        parser.write(stream)
-
-
 def password(state: StateDir) -> str:
     """The password of every local account (made once per state)."""
     try:
@@ -151,7 +137,7 @@ def write_config(state: StateDir, *, expiration: int = 3600,
                  debug: bool = False) -> None:
     """``keystone.conf``; ``source``'s database and keys when given."""
     data = source or state
-    _write_ini(state.config_file, {
+    write_ini(state.config_file, {
         'DEFAULT': {'debug': str(debug), 'use_stderr': 'True'},
         'database': {'connection': f'sqlite:///{data.database}'},
         'token': {'provider': 'fernet', 'expiration': str(expiration)},
@@ -591,7 +577,7 @@ def configure_glance(state: local_glance.StateDir,
     regenerations) with :func:`authtoken_options`; its path."""
     os.makedirs(state.config_dir, exist_ok=True)
     path = os.path.join(state.config_dir, 'keystone.conf')
-    _write_ini(path, {'keystone_authtoken': authtoken_options(directory)},
+    write_ini(path, {'keystone_authtoken': authtoken_options(directory)},
                '# Written by instance_aware.local.keystone.\n\n')
     os.chmod(path, 0o600)
     return path

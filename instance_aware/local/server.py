@@ -11,6 +11,7 @@ itself when the process that started it dies or its lifetime is over
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import http.client
 import os
@@ -35,6 +36,22 @@ _LOG_TAIL = 4000
 
 class ServerError(Exception):
     """The server did not start; the message ends with its log."""
+
+
+def write_ini(path: str, sections: Mapping[str, Mapping[str, str]],
+              header: str = '') -> None:
+    """Write an INI file of ``sections`` (``DEFAULT`` included), keys
+    kept in their case, after ``header`` (comment lines)."""
+    parser = configparser.RawConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    for name, values in sections.items():
+        if name != 'DEFAULT':
+            parser.add_section(name)
+        for key, value in values.items():
+            parser.set(name, key, value)
+    with open(path, 'w', encoding='utf-8') as stream:
+        stream.write(header)
+        parser.write(stream)
 
 
 def free_port() -> int:

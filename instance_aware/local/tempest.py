@@ -15,7 +15,6 @@ that passes bare fails with the stack.
 from __future__ import annotations
 
 import argparse
-import configparser
 import contextlib
 import dataclasses
 import os
@@ -163,15 +162,7 @@ def write_tempest_conf(path: str, directory: keystone.Directory,
                                   'do_secure_hash': 'True',
                                   'http_store_enabled': 'False'},
     }
-    parser = configparser.RawConfigParser()
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    for name, values in sections.items():
-        if name != 'DEFAULT':
-            parser.add_section(name)
-        for key, value in values.items():
-            parser.set(name, key, value)
-    with open(path, 'w', encoding='utf-8') as stream:
-        parser.write(stream)
+    server.write_ini(path, sections)
 
 
 def run_tempest(workspace: str, directory: keystone.Directory, region: str,
