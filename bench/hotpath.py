@@ -36,16 +36,12 @@ from typing import Any
 
 import webob
 
-from instance_aware import context as ia_context
-from instance_aware.filters import (
-    capturing,
-    data_integrity,
-    documents,
-    headroom,
-    location_policy,
-)
+from instance_aware.capture.filter import CapturingFilter
+from instance_aware.filters import data_integrity, headroom, location_policy
+from instance_aware.http import documents
 from instance_aware.local import glance as local_glance
 from instance_aware.local import identity
+from instance_aware.policies import context as ia_context
 from instance_aware.policies import enforcer
 from instance_aware.store import records
 
@@ -160,7 +156,7 @@ def profile(call: Call, samples: int) -> None:
 #: calls again).
 PIECES: tuple[tuple[Any, str, str], ...] = (
     (headroom.Headroom, '__call__', 'the whole stack'),
-    (capturing.CapturingFilter, 'give_back', 'giving keys back'),
+    (CapturingFilter, 'give_back', 'giving keys back'),
     (records.Records, 'values_of', '  mapping database read'),
     (enforcer.Enforcer, 'decide', 'policy decisions'),
     (ia_context, 'from_environ', "the caller's context"),

@@ -200,7 +200,8 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     Includes the registry client group the manage command reads, the key
     lifecycle group and the standalone proxy's group.
     """
-    from instance_aware import proxy, registry  # only when listing
+    from instance_aware import proxy  # only when listing
+    from instance_aware.cmd import glance as registry
     from instance_aware.keys import opts as key_opts
 
     return [(GROUP, copy.deepcopy(OPTS)), *registry.list_opts(),

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import webob
 from oslo_utils import strutils, uuidutils
 
-from instance_aware import codec, errors
-from instance_aware.request import Request
+from instance_aware.http import codec, faults
+from instance_aware.http.request import Request
 from instance_aware.store.records import Related
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def _json_response(document: Any) -> webob.Response:
 
 def _uuid(name: str, value: str) -> str:
     if not uuidutils.is_uuid_like(value):
-        raise errors.bad_request(f"Invalid {name} '{value}': not a UUID.")
+        raise faults.bad_request(f"Invalid {name} '{value}': not a UUID.")
     return str(uuid.UUID(value))
 
 
@@ -89,7 +89,7 @@ def _bool(name: str, value: str | None) -> bool:
     try:
         return strutils.bool_from_string(value, strict=True)
     except ValueError:
-        raise errors.bad_request(
+        raise faults.bad_request(
             f"Invalid value '{value}' for '{name}': expected true or "
             'false.') from None
 
@@ -102,7 +102,7 @@ def _limit(value: str | None) -> int:
     except ValueError:
         limit = -1
     if not 1 <= limit <= MAX_LIMIT:
-        raise errors.bad_request(
+        raise faults.bad_request(
             f"Invalid limit '{value}': expected an integer from 1 to "
             f'{MAX_LIMIT}.')
     return limit
@@ -113,16 +113,16 @@ def _list(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
     params = dict(req.query())
     unknown = sorted(set(params) - _PARAMS)
     if unknown:
-        raise errors.bad_request(
+        raise faults.bad_request(
             f"Unknown query parameter(s): {', '.join(unknown)}.")
     project = req.context.project_id
-    if not flt.allowed(req, 'instance_aware:list_instance_images', project):
-        raise errors.forbidden(
+    if not flt.checks.list_instance_images(req.context, project):
+        raise faults.forbidden(
             'You are not allowed to list the images of instances.')
     projects: list[str] | None = [project] if project else []
     if _bool('all_projects', params.get('all_projects')):
-        if not flt.allowed(req, 'instance_aware:context_is_admin', project):
-            raise errors.forbidden('Only administrators may use '
+        if not flt.checks.is_admin(req.context, project):
+            raise faults.forbidden('Only administrators may use '
                                    'all_projects.')
         projects = None
     installation = params.get('installation')
@@ -138,7 +138,7 @@ def _list(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
                                   params.get('include_deleted')),
             limit=limit, marker=params.get('marker'))
     except LookupError:
-        raise errors.bad_request(
+        raise faults.bad_request(
             f"Marker '{params.get('marker')}' not found.") from None
     base = f'/v2/instances/{instance_uuid}/images'
     params.pop('marker', None)
@@ -157,8 +157,8 @@ def _one(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
     image_id = req.route.image_id
     assert image_id is not None
     related = flt.records.related(image_id)
-    if related is None or not flt.allowed(
-            req, flt.READ_RULE, related.project_id):
-        raise errors.not_found(
+    if related is None or not flt.checks.get_instance_metadata(
+            req.context, related.project_id):
+        raise faults.not_found(
             f'No instance relation found for image {image_id}.')
     return _json_response(entry(related))

@@ -55,11 +55,12 @@ from keystoneauth1 import exceptions as ks_exceptions
 from oslo_config import cfg
 from sqlalchemy.engine import make_url
 
-from instance_aware import adopt as ia_adopt
 from instance_aware import conf as ia_conf
-from instance_aware import reconcile as ia_reconcile
-from instance_aware import registry, version
+from instance_aware import version
+from instance_aware.cmd import adopt as ia_adopt
 from instance_aware.cmd import digests as digests_cmd
+from instance_aware.cmd import glance
+from instance_aware.cmd import reconcile as ia_reconcile
 from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import engine as ia_engine
@@ -229,18 +230,18 @@ def generate_installation_uuid(conf: cfg.ConfigOpts) -> int:
     return 0
 
 
-def _registry_client(conf: cfg.ConfigOpts) -> registry.RegistryClient:
+def _registry_client(conf: cfg.ConfigOpts) -> glance.RegistryClient:
     """The registry as ``[instance_aware_registry]`` (or ``--endpoint``)
     says, or a one-line error."""
     try:
-        return registry.RegistryClient.from_conf(conf,
+        return glance.RegistryClient.from_conf(conf,
                                                  conf.command.endpoint)
     except (ValueError, ks_exceptions.ClientException) as exc:
         raise CommandError(f'registry: {exc}') from exc
 
 
 @contextlib.contextmanager
-def _registry_errors(client: registry.RegistryClient,
+def _registry_errors(client: glance.RegistryClient,
                      consequence: str = '') -> Iterator[None]:
     """A registry that fails mid-command is one line, with what it left."""
     try:
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     conf = cfg.ConfigOpts()
     ia_conf.register_opts(conf)
-    registry.register_opts(conf)
+    glance.register_opts(conf)
     key_opts.register_opts(conf)
     conf.register_cli_opt(cfg.SubCommandOpt(
         'command', title='Commands', handler=add_command_parsers))

@@ -33,8 +33,8 @@ from oslo_upgradecheck import upgradecheck
 from oslo_upgradecheck.upgradecheck import Code, Result
 
 from instance_aware import conf as ia_conf
-from instance_aware import policies, registry, version
-from instance_aware.cmd import manage
+from instance_aware import policies, version
+from instance_aware.cmd import glance, manage
 from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import migration
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     conf = cfg.ConfigOpts()
     ia_conf.register_opts(conf)
-    registry.register_opts(conf)
+    glance.register_opts(conf)
     key_opts.register_opts(conf)
     checks = Checks(conf)
     upgradecheck.register_cli_options(conf, checks)

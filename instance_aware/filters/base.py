@@ -27,12 +27,11 @@ import webob.exc
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import codec, errors, reading
 from instance_aware import conf as ia_conf
-from instance_aware import context as ia_context
-from instance_aware.filters import documents, headroom
-from instance_aware.policies import enforcer
-from instance_aware.request import Request
+from instance_aware.filters import headroom
+from instance_aware.http import codec, documents, faults, reading
+from instance_aware.http.request import Request
+from instance_aware.policies.checks import Checks
 from instance_aware.store import engine as store_engine
 from instance_aware.store import errors as store_errors
 from instance_aware.store import retry as store_retry
@@ -50,8 +49,8 @@ _BODY_HEADERS = frozenset({'HTTP_CONTENT_LENGTH', 'HTTP_CONTENT_TYPE',
 class Filter:
     """A filter in the instance-aware stack."""
 
-    #: Route names (see :mod:`instance_aware.routing`) this filter looks at;
-    #: every other request passes straight through.
+    #: Route names (see :mod:`instance_aware.http.routing`) this filter
+    #: looks at; every other request passes straight through.
     ROUTES: ClassVar[frozenset[str | None]] = frozenset()
     #: Whether a filter of ours above may call :meth:`respond` instead of
     #: the WSGI interface (filters whose WSGI call does more than
@@ -83,7 +82,7 @@ class Filter:
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
         # The first filter of ours to see the request reads it (see
-        # :mod:`instance_aware.reading`) and refuses what must not pass.
+        # :mod:`instance_aware.http.reading`) and refuses what must not pass.
         refused = reading.refuse(environ, start_response)
         if refused is not None:
             return refused
@@ -136,13 +135,13 @@ class Filter:
         except store_errors.Conflict as exc:
             LOG.warning('Mapping database conflict for %s %s: %s',
                         req.method, req.path, exc)
-            return errors.conflict(
+            return faults.conflict(
                 'A concurrent request changed the instance-aware record '
                 'of the same image.  Retry the request.')
         except store_errors.StoreUnavailable as exc:
             LOG.error('Mapping database unavailable for %s %s: %s',
                       req.method, req.path, exc)
-            return errors.unavailable(
+            return faults.unavailable(
                 'The instance-aware mapping database is unavailable; '
                 'nothing was changed.  Retry later.')
         return response
@@ -156,7 +155,7 @@ class Filter:
         two filters costs a request and a response object built and taken
         apart again.  Otherwise the next application is told that its
         caller is a filter of ours, so a JSON document may come back
-        unencoded (see :mod:`instance_aware.filters.documents`).
+        unencoded (see :mod:`instance_aware.http.documents`).
         """
         following = self.application
         if isinstance(following, Filter) and following.DIRECT:
@@ -228,8 +227,7 @@ class Filter:
         """Adjust the next application's response."""
         return response
 
-    def allowed(self, req: Request, rule: str, owner: str | None,
-                **extra: Any) -> bool:
-        """Whether the caller passes ``rule`` for an image of ``owner``."""
-        return enforcer.allowed(self.oslo_conf, rule, req.context,
-                                ia_context.policy_target(owner, extra))
+    @functools.cached_property
+    def checks(self) -> Checks:
+        """The named policy checks, on the service's policy file."""
+        return Checks(self.oslo_conf)

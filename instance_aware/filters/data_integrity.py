@@ -108,22 +108,23 @@ import webob.byterange
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import reading
-from instance_aware.filters import base, import_plugins
-from instance_aware.filters.checked_body import (
+from instance_aware.filters import base
+from instance_aware.http import reading
+from instance_aware.http.request import Request
+from instance_aware.integrity import import_plugins
+from instance_aware.integrity.checked_body import (
     CheckedBody,
     Ending,
     ImageDataMismatch,
     Outcome,
 )
-from instance_aware.filters.hashing import (
+from instance_aware.integrity.hashing import (
     BATCH_SIZE,
     THREAD_THRESHOLD,
     HashingReader,
     StreamHasher,
     fingerprinter,
 )
-from instance_aware.request import Request
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests

@@ -25,12 +25,12 @@ import webob.exc
 from oslo_log import log as logging
 from oslo_utils import uuidutils
 
-from instance_aware import errors
-from instance_aware.filters import capturing, documents
+from instance_aware.capture.filter import CapturingFilter
+from instance_aware.http import documents, faults
+from instance_aware.http.request import Request
 from instance_aware.keys import errors as key_errors
 from instance_aware.keys import lifecycle as key_lifecycle
 from instance_aware.keys import opts as key_opts
-from instance_aware.request import Request
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
 
@@ -103,13 +103,14 @@ def problems(values: Mapping[str, str], formats: list[str]) -> list[str]:
     return found
 
 
-class EncryptionPropertiesFilter(capturing.CapturingFilter):
+class EncryptionPropertiesFilter(CapturingFilter):
     """Validate, store, strip and give back encryption properties."""
 
     ROUTES = frozenset({'images', 'image', 'image_import'})
     CONCERN = models.ENCRYPTION
-    READ_RULE = 'instance_aware:get_encryption_properties'
-    WRITE_RULE = 'instance_aware:set_encryption_properties'
+
+    def may_read(self, req: Request, owner: str | None) -> bool:
+        return self.checks.get_encryption_properties(req.context, owner)
 
     #: The answer when the deployment has no key manager (the log names
     #: the missing option): a configuration error, not an outage, so a
@@ -157,19 +158,19 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         depends on them (the registry's 404 for an image the caller
         cannot see)."""
         owner, _status = self._target(req, {})
-        if not self.allowed(req, self.WRITE_RULE, owner):
+        if not self.checks.set_encryption_properties(req.context, owner):
             raise _refused()
 
     def validate(self, req: Request, values: Mapping[str, str],
                  previous: Mapping[str, str] | None) -> None:
         owner, status = self._target(req, previous)
         # Authorisation first (updates were authorised already).
-        if previous is None and not self.allowed(req, self.WRITE_RULE,
-                                                 owner):
+        if previous is None and not (
+                self.checks.set_encryption_properties(req.context, owner)):
             raise _refused()
         found = problems(values, list(self.config.encryption_formats))
         if found:
-            raise errors.bad_request(found[0])
+            raise faults.bad_request(found[0])
         if previous is not None and dict(previous) == dict(values):
             return
         if previous is None or status == 'queued':
@@ -178,7 +179,7 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
         changed = [key for key in FIXED_WITH_DATA
                    if previous.get(key) != values.get(key)]
         if changed:
-            raise errors.bad_request(
+            raise faults.bad_request(
                 f"Property '{changed[0]}' cannot be set or changed: the "
                 f"image has data (status '{status}').  Upload the "
                 'encrypted data to a new image instead.')
@@ -198,17 +199,17 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
             try:
                 lifecycle.check_readable(req.context, value)
             except key_errors.KeyNotAccessible:
-                raise errors.bad_request(
+                raise faults.bad_request(
                     f"Invalid value for property '{name}': no secret "
                     f"'{value}' is available to you in the key manager."
                 ) from None
             except key_errors.KeyManagerNotConfigured as exc:
                 LOG.error('Encrypted image refused: %s', exc)
-                raise errors.bad_request(self.NO_KEY_MANAGER) from None
+                raise faults.bad_request(self.NO_KEY_MANAGER) from None
             except key_errors.KeyLifecycleError as exc:
                 LOG.error('Key manager unavailable checking secret %s: %s',
                           value, exc)
-                raise errors.unavailable(
+                raise faults.unavailable(
                     'The key manager is unavailable; nothing was changed.'
                     '  Retry later.') from None
 
@@ -327,14 +328,14 @@ class EncryptionPropertiesFilter(capturing.CapturingFilter):
             return
         if not self.readable(req, stored.project_id):
             return
-        raise errors.bad_request(
+        raise faults.bad_request(
             f'Image {image_id} is encrypted and the image conversion '
             'plugin is enabled: encrypted images cannot be converted.  '
             'The image stays queued.')
 
 
 def _refused() -> webob.exc.WSGIHTTPException:
-    return errors.forbidden(
+    return faults.forbidden(
         'You are not allowed to set the encryption properties of this '
         'image.')
 

@@ -28,10 +28,10 @@ from collections.abc import Mapping
 import webob
 from oslo_utils import uuidutils
 
-from instance_aware import errors
 from instance_aware.api import instances as query_api
-from instance_aware.filters import capturing
-from instance_aware.request import Request
+from instance_aware.capture.filter import CapturingFilter
+from instance_aware.http import faults
+from instance_aware.http.request import Request
 from instance_aware.store import models
 from instance_aware.store.records import RelationFields
 
@@ -40,19 +40,21 @@ INSTALLATION_UUID = 'nova_installation_uuid'
 UUID_KEYS = (INSTANCE_UUID, INSTALLATION_UUID)
 
 
-class InstanceMetadataFilter(capturing.CapturingFilter):
+class InstanceMetadataFilter(CapturingFilter):
     """Capture, strip, store and give back instance relations."""
 
     ROUTES = frozenset({'images', 'image', 'image_instance',
                         'instance_images'})
     CONCERN = models.INSTANCE
-    READ_RULE = 'instance_aware:get_instance_metadata'
     HEADERS = {'HTTP_X_INSTANCE_UUID': INSTANCE_UUID,
                'HTTP_X_NOVA_INSTALLATION_UUID': INSTALLATION_UUID}
 
     @property
     def keys(self) -> frozenset[str]:
         return frozenset(self.config.instance_keys) | set(UUID_KEYS)
+
+    def may_read(self, req: Request, owner: str | None) -> bool:
+        return self.checks.get_instance_metadata(req.context, owner)
 
     def process_request(self, req: Request) -> webob.Response | None:
         if req.route.name in ('image_instance', 'instance_images'):
@@ -64,7 +66,7 @@ class InstanceMetadataFilter(capturing.CapturingFilter):
         for key in UUID_KEYS:
             value = values.get(key)
             if value is not None and not uuidutils.is_uuid_like(value):
-                raise errors.bad_request(
+                raise faults.bad_request(
                     f"Invalid value for property '{key}': '{value}' is "
                     'not a UUID.')
 
@@ -96,8 +98,7 @@ class InstanceMetadataFilter(capturing.CapturingFilter):
         if previous is not None and before is not None and (
                 dict(before) == dict(values)):
             return previous
-        trusted = self.allowed(req, 'instance_aware:set_instance_metadata',
-                               owner)
+        trusted = self.checks.set_instance_metadata(req.context, owner)
         if previous is not None and dataclasses.replace(
                 previous, trusted=False, asserted_by=None) == fields:
             if trusted or not previous.trusted:

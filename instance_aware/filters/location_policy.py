@@ -21,7 +21,7 @@ It fails closed: every response except image data and schemas is scrubbed
 wherever an object carries a location (a ``loc_url`` too), whatever route
 produced it and whatever its media type, and error bodies are stripped of
 store URLs and location values.  Routing decisions use the normalised path
-(:mod:`instance_aware.routing`), so ``/v2.1/``, doubled slashes, escapes
+(:mod:`instance_aware.http.routing`), so ``/v2.1/``, doubled slashes, escapes
 and case change nothing; JSON pointers are decoded as Glance decodes them.
 """
 
@@ -34,15 +34,19 @@ from typing import Any
 
 import webob
 
-from instance_aware import capture, codec, errors
-from instance_aware.filters import base, documents
-from instance_aware.request import PATCH_V21, Request
+from instance_aware.capture import bodies
+from instance_aware.filters import base
+from instance_aware.http import codec, documents, faults
+from instance_aware.http.request import PATCH_V21, Request
+from instance_aware.policies.checks import Check, Checks
 
-READ = 'instance_aware:get_image_location'
-FETCH = 'instance_aware:fetch_image_location'
-SET = 'instance_aware:set_image_location'
-DELETE = 'instance_aware:delete_image_location'
-ADD = 'instance_aware:add_image_location'
+#: The named checks of each location operation (called with the stack's
+#: :class:`~instance_aware.policies.checks.Checks`).
+READ = Checks.get_image_location
+FETCH = Checks.fetch_image_location
+SET = Checks.set_image_location
+DELETE = Checks.delete_image_location
+ADD = Checks.add_image_location
 
 #: Keys that carry a location, wherever they appear.
 LOCATION_KEYS = ('locations', 'direct_url')
@@ -87,7 +91,8 @@ class LocationPolicyFilter(base.Filter):
         if name == 'image_locations' and method == 'POST':
             return self._require(req, ADD, 'add locations to')
         if name == 'image' and method == 'PATCH':
-            for rule in sorted(self._patch_rules(req)):
+            for rule in sorted(self._patch_rules(req),
+                               key=lambda check: check.__name__):
                 refused = self._require(req, rule, 'change the locations of')
                 if refused is not None:
                     return refused
@@ -108,11 +113,11 @@ class LocationPolicyFilter(base.Filter):
         try:
             return req.json_body(self.config.max_json_body_size)
         except RecursionError as exc:
-            raise errors.bad_request(
+            raise faults.bad_request(
                 'Malformed JSON in request body: nested too deeply.'
             ) from exc
 
-    def _patch_rules(self, req: Request) -> set[str]:
+    def _patch_rules(self, req: Request) -> set[Check]:
         """The rules a JSON-patch document needs, decoded as Glance does.
 
         A pointer that is not a string is refused with 400 here: Glance
@@ -124,20 +129,20 @@ class LocationPolicyFilter(base.Filter):
         document = self._read_json(req)
         if not isinstance(document, list):
             return set()
-        rules: set[str] = set()
+        rules: set[Check] = set()
         for raw in document:
             op, pointer = _op_and_path(raw, media_type)
             if op is None or pointer is _MISSING:
                 continue
             if not isinstance(pointer, str):
-                raise errors.bad_request(
+                raise faults.bad_request(
                     f'Pointer `{json.dumps(pointer)}` is not a string.')
-            path = capture.decode_pointer(pointer)
+            path = bodies.decode_pointer(pointer)
             if path and path[0] == 'locations':
                 rules.add(DELETE if op == 'remove' else SET)
         return rules
 
-    def _require(self, req: Request, rule: str, action: str,
+    def _require(self, req: Request, rule: Check, action: str,
                  lookup_owner: bool = True,
                  image_id: str | None = None) -> webob.Response | None:
         """``None`` if ``rule`` allows the caller, else refuse with 403.
@@ -148,7 +153,7 @@ class LocationPolicyFilter(base.Filter):
         see it gets the registry's own answer (404, or 401 when
         anonymous).
         """
-        if self.allowed(req, rule, None):
+        if rule(self.checks, req.context, None):
             return None
         image_id = image_id or req.route.image_id
         if lookup_owner and image_id is not None:
@@ -157,13 +162,14 @@ class LocationPolicyFilter(base.Filter):
                                                                safe=''))
             if shown.status_int != 200:
                 return shown if shown.status_int in (401, 404) else (
-                    errors.not_found(f'No image found with ID {image_id}'))
+                    faults.not_found(f'No image found with ID {image_id}'))
             document = _loads(shown)
             owner = document.get('owner') if isinstance(document,
                                                         dict) else None
-            if isinstance(owner, str) and self.allowed(req, rule, owner):
+            if isinstance(owner, str) and rule(self.checks, req.context,
+                                                owner):
                 return None
-        raise errors.forbidden(
+        raise faults.forbidden(
             f'You are not authorized to {action} this image.')
 
     # -- reads -------------------------------------------------------------
@@ -193,7 +199,7 @@ class LocationPolicyFilter(base.Filter):
             scrubbed = codec.dumps(document)
         if (failed or document is _NOT_JSON) and not (
                 request.verb == 'HEAD'
-                or self.allowed(request, READ, None)):
+                or self.checks.get_image_location(request.context, None)):
             scrubbed = _redact(scrubbed)
         if scrubbed != body:
             response.body = scrubbed
@@ -203,7 +209,7 @@ class LocationPolicyFilter(base.Filter):
                   cache: dict[Any, bool]) -> bool:
         key = owner if isinstance(owner, str) else None
         if key not in cache:
-            cache[key] = self.allowed(req, READ, key)
+            cache[key] = self.checks.get_image_location(req.context, key)
         return cache[key]
 
     def _scrub(self, req: Request, node: Any, owner: Any,
@@ -243,7 +249,7 @@ def _op_and_path(raw: Any, media_type: str) -> tuple[Any, Any]:
         return None, _MISSING
     if media_type == PATCH_V21:
         return raw.get('op'), raw.get('path', _MISSING)
-    for op in capture.OPERATIONS:
+    for op in bodies.OPERATIONS:
         if op in raw:
             return op, raw[op]
     return None, _MISSING

@@ -25,13 +25,16 @@ ADMIN_OR_PROJECT_READER = f'{ADMIN} or ({PROJECT_READER})'
 ADMIN_OR_SERVICE_OR_PROJECT_MEMBER = (
     f'{ADMIN_OR_SERVICE} or ({PROJECT_MEMBER})')
 
+CONTEXT_IS_ADMIN = 'instance_aware:context_is_admin'
+SERVICE_API = 'instance_aware:service_api'
+
 rules: list[policy.RuleDefault] = [
     policy.RuleDefault(
-        name='instance_aware:context_is_admin',
+        name=CONTEXT_IS_ADMIN,
         check_str='role:admin',
         description='Who is an administrator for instance-aware.'),
     policy.RuleDefault(
-        name='instance_aware:service_api',
+        name=SERVICE_API,
         check_str='service_roles:service or role:service',
         description='Who is a trusted OpenStack service (for example Nova '
                     'with a service token).'),

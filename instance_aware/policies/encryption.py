@@ -8,9 +8,12 @@ from instance_aware.policies import base
 
 IMAGE = '/v2/images/{image_id}'
 
+GET_ENCRYPTION_PROPERTIES = 'instance_aware:get_encryption_properties'
+SET_ENCRYPTION_PROPERTIES = 'instance_aware:set_encryption_properties'
+
 rules: list[policy.RuleDefault] = [
     policy.DocumentedRuleDefault(
-        name='instance_aware:get_encryption_properties',
+        name=GET_ENCRYPTION_PROPERTIES,
         check_str=base.ADMIN_OR_PROJECT_READER,
         scope_types=['project'],
         description='Read the ``os_encrypt_*``, ``os_decrypt_*`` and '
@@ -26,7 +29,7 @@ rules: list[policy.RuleDefault] = [
             {'path': '/v2/images', 'method': 'GET'},
         ]),
     policy.DocumentedRuleDefault(
-        name='instance_aware:set_encryption_properties',
+        name=SET_ENCRYPTION_PROPERTIES,
         check_str=base.ADMIN_OR_SERVICE_OR_PROJECT_MEMBER,
         scope_types=['project'],
         description='Set or change the encryption properties of an image. '

@@ -8,9 +8,13 @@ from instance_aware.policies import base
 
 IMAGE = '/v2/images/{image_id}'
 
+GET_INSTANCE_METADATA = 'instance_aware:get_instance_metadata'
+SET_INSTANCE_METADATA = 'instance_aware:set_instance_metadata'
+LIST_INSTANCE_IMAGES = 'instance_aware:list_instance_images'
+
 rules: list[policy.RuleDefault] = [
     policy.DocumentedRuleDefault(
-        name='instance_aware:get_instance_metadata',
+        name=GET_INSTANCE_METADATA,
         check_str=base.ADMIN_OR_PROJECT_READER,
         scope_types=['project'],
         description='Read the instance keys (``instance_uuid``, '
@@ -29,7 +33,7 @@ rules: list[policy.RuleDefault] = [
             {'path': IMAGE + '/instance', 'method': 'GET'},
         ]),
     policy.DocumentedRuleDefault(
-        name='instance_aware:set_instance_metadata',
+        name=SET_INSTANCE_METADATA,
         check_str=base.ADMIN_OR_SERVICE,
         scope_types=['project'],
         description='Record instance keys as a *trusted* assertion.  Any '
@@ -44,7 +48,7 @@ rules: list[policy.RuleDefault] = [
             {'path': IMAGE, 'method': 'PATCH'},
         ]),
     policy.DocumentedRuleDefault(
-        name='instance_aware:list_instance_images',
+        name=LIST_INSTANCE_IMAGES,
         check_str=base.ADMIN_OR_PROJECT_READER,
         scope_types=['project'],
         description='List the images related to an instance through the '

@@ -13,9 +13,15 @@ from instance_aware.policies import base
 IMAGE = '/v2/images/{image_id}'
 LOCATIONS = IMAGE + '/locations'
 
+GET_IMAGE_LOCATION = 'instance_aware:get_image_location'
+FETCH_IMAGE_LOCATION = 'instance_aware:fetch_image_location'
+SET_IMAGE_LOCATION = 'instance_aware:set_image_location'
+DELETE_IMAGE_LOCATION = 'instance_aware:delete_image_location'
+ADD_IMAGE_LOCATION = 'instance_aware:add_image_location'
+
 rules: list[policy.RuleDefault] = [
     policy.DocumentedRuleDefault(
-        name='instance_aware:get_image_location',
+        name=GET_IMAGE_LOCATION,
         check_str=base.ADMIN_OR_SERVICE,
         scope_types=['project'],
         description='See ``locations`` and ``direct_url`` in image '
@@ -27,27 +33,27 @@ rules: list[policy.RuleDefault] = [
             {'path': IMAGE + '/tasks', 'method': 'GET'},
         ]),
     policy.DocumentedRuleDefault(
-        name='instance_aware:fetch_image_location',
+        name=FETCH_IMAGE_LOCATION,
         check_str=base.ADMIN_OR_SERVICE,
         scope_types=['project'],
         description='List the locations of an image (API 2.17).',
         operations=[{'path': LOCATIONS, 'method': 'GET'}]),
     policy.DocumentedRuleDefault(
-        name='instance_aware:set_image_location',
+        name=SET_IMAGE_LOCATION,
         check_str=base.ADMIN_OR_SERVICE,
         scope_types=['project'],
         description='Add or replace image locations through JSON-patch '
                     'operations on ``/locations``.',
         operations=[{'path': IMAGE, 'method': 'PATCH'}]),
     policy.DocumentedRuleDefault(
-        name='instance_aware:delete_image_location',
+        name=DELETE_IMAGE_LOCATION,
         check_str=base.ADMIN_OR_SERVICE,
         scope_types=['project'],
         description='Remove image locations through JSON-patch operations '
                     'on ``/locations``.',
         operations=[{'path': IMAGE, 'method': 'PATCH'}]),
     policy.DocumentedRuleDefault(
-        name='instance_aware:add_image_location',
+        name=ADD_IMAGE_LOCATION,
         check_str=base.ADMIN_OR_SERVICE,
         scope_types=['project'],
         description='Add a location to an image (API 2.17).',

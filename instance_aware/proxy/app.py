@@ -21,7 +21,7 @@ import webob.exc
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import errors, reading, routing
+from instance_aware.http import faults, reading, routing
 from instance_aware.proxy import headers as proxy_headers
 from instance_aware.proxy import links, options, transfer
 
@@ -85,7 +85,7 @@ class ProxyApp:
                         'answered 503', self.slots.size,
                         environ.get('REQUEST_METHOD'),
                         environ.get('PATH_INFO'))
-            busy = errors.unavailable(
+            busy = faults.unavailable(
                 'This endpoint is busy with other transfers to the image '
                 'service.  Retry later.')
             return busy(environ, start_response)
@@ -206,24 +206,24 @@ class ProxyApp:
         """Log level, what happened and the client's error response."""
         if body is not None and body.error is not None:
             return logging.WARNING, 'Client request body failed', (
-                errors.bad_request(
+                faults.bad_request(
                     'The request body could not be read to its end.'))
         if isinstance(exc, transfer.TransferTimeout) or (
                 isinstance(exc, urllib3.exceptions.TimeoutError)
                 and deadline.expired):
             return logging.ERROR, 'Upstream exceeded transfer_timeout', (
-                errors.gateway_timeout(
+                faults.gateway_timeout(
                     'The image service behind this endpoint did not '
                     'complete the transfer within '
                     f'{deadline.seconds:g} seconds.'))
         if isinstance(exc, urllib3.exceptions.NewConnectionError):
             return logging.ERROR, 'Upstream unreachable', (
-                errors.bad_gateway(
+                faults.bad_gateway(
                     'The image service behind this endpoint could not be '
                     'reached.  Retry later.'))
         if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
             return logging.ERROR, 'Upstream connection timed out', (
-                errors.gateway_timeout(
+                faults.gateway_timeout(
                     'The image service behind this endpoint did not '
                     'accept the connection within '
                     f'{self.settings.connect_timeout:g} seconds.  Retry '
@@ -231,11 +231,11 @@ class ProxyApp:
         if isinstance(exc, (urllib3.exceptions.TimeoutError,
                             TimeoutError)):
             return logging.ERROR, 'Upstream timed out', (
-                errors.gateway_timeout(
+                faults.gateway_timeout(
                     'The image service behind this endpoint did not '
                     f'answer within {self.settings.read_timeout:g} '
                     'seconds.'))
-        return logging.ERROR, 'Upstream failed', errors.bad_gateway(
+        return logging.ERROR, 'Upstream failed', faults.bad_gateway(
             'The image service behind this endpoint sent no valid '
             'response.')
 

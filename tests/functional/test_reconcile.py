@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from instance_aware.cmd import manage
+from instance_aware.http.request import PATCH_V21
 from instance_aware.local.identity import ADMIN_ROLES
 from instance_aware.local.server import GlanceServer
-from instance_aware.request import PATCH_V21
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.records import Records, RelationFields

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import webob.exc
 
-from instance_aware import capture
-from instance_aware.request import PATCH_V20, PATCH_V21
+from instance_aware.capture import bodies
+from instance_aware.http.request import PATCH_V20, PATCH_V21
 
 KEYS = frozenset({'instance_uuid', 'image_type', 'a/b', 'x~y'})
 
@@ -24,11 +24,11 @@ KEYS = frozenset({'instance_uuid', 'image_type', 'a/b', 'x~y'})
     pytest.param(7, None, id='not-a-string'),
 ])
 def test_decode_pointer(pointer, expected):
-    assert capture.decode_pointer(pointer) == expected
+    assert bodies.decode_pointer(pointer) == expected
 
 
 def test_split_create_keeps_the_rest():
-    captured, forwarded = capture.split_create(
+    captured, forwarded = bodies.split_create(
         {'name': 'n', 'instance_uuid': 'u', 'image_type': 'backup'}, KEYS)
     assert captured == {'instance_uuid': 'u', 'image_type': 'backup'}
     assert forwarded == {'name': 'n'}
@@ -42,7 +42,7 @@ def test_split_create_keeps_the_rest():
 ])
 def test_split_create_refuses_bad_values(value, message):
     with pytest.raises(webob.exc.HTTPBadRequest) as exc:
-        capture.split_create({'image_type': value}, KEYS)
+        bodies.split_create({'image_type': value}, KEYS)
     assert message in str(exc.value.explanation)
 
 
@@ -54,10 +54,10 @@ def test_split_patch_v21():
         {'op': 'add', 'path': '/a~1b', 'value': 'v'},
         {'op': 'bogus', 'path': '/instance_uuid'},
     ]
-    ops, rest = capture.split_patch(doc, PATCH_V21, KEYS)
-    assert ops == [capture.Operation('add', 'instance_uuid', 'u'),
-                   capture.Operation('remove', 'image_type'),
-                   capture.Operation('add', 'a/b', 'v')]
+    ops, rest = bodies.split_patch(doc, PATCH_V21, KEYS)
+    assert ops == [bodies.Operation('add', 'instance_uuid', 'u'),
+                   bodies.Operation('remove', 'image_type'),
+                   bodies.Operation('add', 'a/b', 'v')]
     # Glance answers malformed operations itself.
     assert rest == [doc[1], doc[4]]
 
@@ -65,8 +65,8 @@ def test_split_patch_v21():
 def test_split_patch_v20():
     doc = [{'add': '/instance_uuid', 'value': 'u'},
            {'replace': '/name', 'value': 'n'}]
-    ops, rest = capture.split_patch(doc, PATCH_V20, KEYS)
-    assert ops == [capture.Operation('add', 'instance_uuid', 'u')]
+    ops, rest = bodies.split_patch(doc, PATCH_V20, KEYS)
+    assert ops == [bodies.Operation('add', 'instance_uuid', 'u')]
     assert rest == [doc[1]]
 
 
@@ -80,12 +80,12 @@ def test_split_patch_v20():
 ])
 def test_split_patch_refuses(doc, message):
     with pytest.raises(webob.exc.HTTPBadRequest) as exc:
-        capture.split_patch(doc, PATCH_V21, KEYS)
+        bodies.split_patch(doc, PATCH_V21, KEYS)
     assert message in str(exc.value.explanation)
 
 
 def _ops(*triples):
-    return [capture.Operation(*t) for t in triples]
+    return [bodies.Operation(*t) for t in triples]
 
 
 @pytest.mark.parametrize('current,ops,media,expected', [
@@ -101,7 +101,7 @@ def _ops(*triples):
                  PATCH_V21, {'k': 'b'}, id='in-order'),
 ])
 def test_apply_operations(current, ops, media, expected):
-    assert capture.apply_operations(current, ops, media) == expected
+    assert bodies.apply_operations(current, ops, media) == expected
     assert current != expected or not ops  # input never mutated
 
 
@@ -115,7 +115,7 @@ def test_apply_operations(current, ops, media, expected):
 ])
 def test_apply_operations_conflicts(current, ops, media, message):
     with pytest.raises(webob.exc.HTTPConflict) as exc:
-        capture.apply_operations(current, ops, media)
+        bodies.apply_operations(current, ops, media)
     assert message in exc.value.detail
     assert exc.value.explanation == (
         'There was a conflict when trying to complete your request.')
@@ -123,16 +123,16 @@ def test_apply_operations_conflicts(current, ops, media, message):
 
 def test_merge_into_says_whether_it_changed_the_image() -> None:
     image = {'id': 'x', 'image_type': 'backup'}
-    assert capture.merge_into(image, {'image_type': 'backup'}) is False
-    assert capture.merge_into(image, {'backup_type': 'daily'}) is True
-    assert capture.merge_into(image, {'image_type': 'snapshot'}) is True
-    assert capture.merge_into(image, {'backup_type': None}) is True
+    assert bodies.merge_into(image, {'image_type': 'backup'}) is False
+    assert bodies.merge_into(image, {'backup_type': 'daily'}) is True
+    assert bodies.merge_into(image, {'image_type': 'snapshot'}) is True
+    assert bodies.merge_into(image, {'backup_type': None}) is True
     assert image == {'id': 'x', 'image_type': 'snapshot',
                      'backup_type': None}
 
 
 def test_strip_from_says_whether_there_was_anything_to_strip() -> None:
     image = {'id': 'x', 'image_type': 'backup', 'name': 'n'}
-    assert capture.strip_from(image, {'backup_type'}) is False
-    assert capture.strip_from(image, {'image_type', 'backup_type'}) is True
+    assert bodies.strip_from(image, {'backup_type'}) is False
+    assert bodies.strip_from(image, {'image_type', 'backup_type'}) is True
     assert image == {'id': 'x', 'name': 'n'}

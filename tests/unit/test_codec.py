@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from instance_aware import codec
+from instance_aware.http import codec
 
 IMAGE = {'id': '0b9f3d6e-1c2a-4e5f-8a7b-6c5d4e3f2a1b', 'name': 'b\u00e4ckup',
          'size': 2**63 - 1, 'virtual_size': None, 'protected': False,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from instance_aware import listing
+from instance_aware.capture import listing
 
 KEYS = frozenset({'instance_uuid', 'image_type', 'backup_type'})
 ROTATION = [('image_type', 'backup'), ('backup_type', 'daily'),

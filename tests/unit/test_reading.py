@@ -27,8 +27,8 @@ import webob.exc
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from instance_aware import reading
-from instance_aware.request import PATCH_V20, PATCH_V21, Request
+from instance_aware.http import reading
+from instance_aware.http.request import PATCH_V20, PATCH_V21, Request
 
 IMG = '6e1b3a5c-2f4e-4b8a-9c1d-0a1b2c3d4e5f'
 LIMIT = 1_000_000

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 
-from instance_aware import registry
+from instance_aware.cmd import glance
 
 
 class _Session:
@@ -24,9 +24,9 @@ class _Session:
 @pytest.fixture
 def session(monkeypatch: pytest.MonkeyPatch) -> _Session:
     found = _Session()
-    monkeypatch.setattr(registry.ks_loading, 'load_auth_from_conf_options',
+    monkeypatch.setattr(glance.ks_loading, 'load_auth_from_conf_options',
                         lambda conf, group: None)
-    monkeypatch.setattr(registry.ks_loading,
+    monkeypatch.setattr(glance.ks_loading,
                         'load_session_from_conf_options',
                         lambda conf, group, auth=None: found)
     return found
@@ -35,15 +35,15 @@ def session(monkeypatch: pytest.MonkeyPatch) -> _Session:
 def _conf(**values: str) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     conf([], project='test')
-    registry.register_opts(conf)
+    glance.register_opts(conf)
     for key, value in values.items():
-        conf.set_override(key, value, group=registry.GROUP)
+        conf.set_override(key, value, group=glance.GROUP)
     return conf
 
 
 def test_catalog_lookup_names_the_configured_region(session: _Session
                                                     ) -> None:
-    client = registry.RegistryClient.from_conf(
+    client = glance.RegistryClient.from_conf(
         _conf(region_name='RegionTwo'))
     assert session.asked == {'service_type': 'image',
                              'interface': 'internal',
@@ -52,13 +52,13 @@ def test_catalog_lookup_names_the_configured_region(session: _Session
 
 
 def test_without_a_region_any_region_is_asked(session: _Session) -> None:
-    registry.RegistryClient.from_conf(_conf(interface='public'))
+    glance.RegistryClient.from_conf(_conf(interface='public'))
     assert session.asked == {'service_type': 'image', 'interface': 'public',
                              'region_name': None}
 
 
 def test_an_endpoint_skips_the_catalog(session: _Session) -> None:
-    client = registry.RegistryClient.from_conf(
+    client = glance.RegistryClient.from_conf(
         _conf(endpoint='http://glance:9292', region_name='RegionTwo'))
     assert session.asked is None
     assert client.endpoint == 'http://glance:9292'

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import webob.exc
 
-from instance_aware.request import PATCH_V21, Request
+from instance_aware.http.request import PATCH_V21, Request
 
 
 def _request(body: bytes) -> Request:

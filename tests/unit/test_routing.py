@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instance_aware import routing
+from instance_aware.http import routing
 
 IMG = '6e1b3a5c-2f4e-4b8a-9c1d-0a1b2c3d4e5f'
 

@@ -9,7 +9,7 @@ import webob
 from oslo_config import cfg
 
 from instance_aware.filters import base
-from instance_aware.request import Request
+from instance_aware.http.request import Request
 from instance_aware.store import errors as store_errors
 
 

@@ -9,9 +9,9 @@ import webob
 import webob.exc
 from oslo_config import cfg
 
-from instance_aware import errors
-from instance_aware.filters import base, documents
-from instance_aware.request import Request
+from instance_aware.filters import base
+from instance_aware.http import documents, faults
+from instance_aware.http.request import Request
 from tests.unit.filters.registry import IMAGE, registry
 
 
@@ -50,7 +50,7 @@ class Refusing(Counting):
     """Refuses every request it handles with a 400 of its own."""
 
     def process_request(self, req: Request) -> webob.Response | None:
-        raise errors.bad_request('The refusing filter says no.')
+        raise faults.bad_request('The refusing filter says no.')
 
 
 class Wsgi(Counting):

@@ -29,8 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oslo_config import cfg
 
-from instance_aware.filters import data_integrity, import_plugins, stack
-from instance_aware.filters import hashing as hashing_module
+from instance_aware.filters import data_integrity, stack
+from instance_aware.integrity import hashing as hashing_module
+from instance_aware.integrity import import_plugins
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import migration, models
 from instance_aware.store.digests import Digest, Digests

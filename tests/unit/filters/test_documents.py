@@ -9,9 +9,9 @@ import pytest
 import webob
 from oslo_config import cfg
 
-from instance_aware import codec
-from instance_aware.filters import base, documents
-from instance_aware.request import Request
+from instance_aware.filters import base
+from instance_aware.http import codec, documents
+from instance_aware.http.request import Request
 from tests.unit.filters.registry import IMAGE, registry
 
 

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 from oslo_config import cfg
 
-from instance_aware.filters import import_plugins
+from instance_aware.integrity import import_plugins
 
 
 def _loaded(tmp_path: pathlib.Path, text: str) -> cfg.ConfigOpts:

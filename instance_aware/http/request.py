@@ -2,7 +2,7 @@
 
 A :class:`webob.Request` with named accessors instead of raw environ
 reads: the caller's context, the request's one reading (method and route,
-see :mod:`instance_aware.reading`), its query, and its JSON body read
+see :mod:`instance_aware.http.reading`), its query, and its JSON body read
 exactly as Glance's deserializer reads it (:meth:`Request.json_body`).
 Image data bodies are never read.
 """
@@ -15,7 +15,8 @@ from typing import Any
 import webob
 from oslo_context import context as oslo_context
 
-from instance_aware import codec, context, errors, reading, routing
+from instance_aware.http import codec, faults, reading, routing
+from instance_aware.policies import context
 
 PATCH_V21 = 'application/openstack-images-v2.1-json-patch'
 PATCH_V20 = 'application/openstack-images-v2.0-json-patch'
@@ -62,7 +63,7 @@ class Request(webob.Request):
         try:
             return list(self.GET.items())
         except UnicodeDecodeError:
-            raise errors.bad_request(
+            raise faults.bad_request(
                 'Error decoding your request: the query string is not '
                 'valid UTF-8.') from None
 
@@ -101,7 +102,7 @@ class Request(webob.Request):
             return None
         document = self.read_json(limit)
         if not isinstance(document, (dict, list)):
-            raise errors.bad_request(
+            raise faults.bad_request(
                 'Unexpected body type. Expected list/dict.')
         self.environ[BODY_KEY] = (self.environ.get('wsgi.input'), document)
         return document
@@ -115,7 +116,7 @@ class Request(webob.Request):
         """
         length = self.content_length
         if length is not None and length > limit:
-            raise errors.too_large(
+            raise faults.too_large(
                 f'Request body of {length} bytes exceeds the limit of '
                 f'{limit} bytes.')
         stream: Any = self.body_file_raw
@@ -123,17 +124,17 @@ class Request(webob.Request):
             stream.seek(0)  # read before (a form parsed for routes)
         data = stream.read(limit + 1 if length is None else length)
         if len(data) > limit:
-            raise errors.too_large(
+            raise faults.too_large(
                 f'Request body exceeds the limit of {limit} bytes.')
         self._set_body(data)
         try:
             # Strictly UTF-8, as Glance decodes it (never UTF-16 or -32).
             return codec.loads(data.decode('utf-8'))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise errors.bad_request(
+            raise faults.bad_request(
                 f'Malformed JSON in request body: {exc}') from exc
         except RecursionError:
-            raise errors.bad_request(
+            raise faults.bad_request(
                 'Malformed JSON in request body: nested too deeply.'
             ) from None
 

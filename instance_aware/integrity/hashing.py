@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import blake3
 
-from instance_aware import reading
+from instance_aware.http import reading
 
 _MIB = 1024 * 1024
 #: Bytes of a body hashed in the request's own thread; past them the

@@ -18,7 +18,7 @@ from keystoneauth1 import plugin as ks_plugin
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
-from instance_aware import capture, listing
+from instance_aware.capture import bodies, listing
 
 GROUP = 'instance_aware_registry'
 _NIL_UUID = '00000000-0000-0000-0000-000000000000'
@@ -145,7 +145,7 @@ class RegistryClient:
         response = self.session.patch(
             f'{self.endpoint}/v2/images/{image_id}', raise_exc=False,
             timeout=self.timeout,
-            json=[{'op': 'remove', 'path': capture.encode_pointer(key)}
+            json=[{'op': 'remove', 'path': bodies.encode_pointer(key)}
                   for key in keys],
             headers={'Content-Type':
                      'application/openstack-images-v2.1-json-patch',

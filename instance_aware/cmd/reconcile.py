@@ -20,8 +20,8 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from instance_aware import listing
-from instance_aware.registry import RegistryClient
+from instance_aware.capture import listing
+from instance_aware.cmd.glance import RegistryClient
 from instance_aware.store import models
 from instance_aware.store.records import Records
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from oslo_utils import timeutils
 
-from instance_aware import codec
+from instance_aware.http import codec
 
 #: Query keys Glance handles itself (everything else is a property filter).
 GLANCE_KEYS = frozenset({

@@ -16,8 +16,8 @@ on the :class:`Reading` made here, once per request at the stack's entry
   method is ``REQUEST_METHOD``, judged in upper case: routes compares it
   as sent, so Glance refuses ``patch`` (405) where the stack judged the
   request as a ``PATCH``, which fails closed.  It is forwarded as sent.
-* **Route.**  :func:`instance_aware.routing.match` on the normalised path.
-* **Body.**  Read by :class:`instance_aware.request.Request` with
+* **Route.**  :func:`instance_aware.http.routing.match` on the normalised path.
+* **Body.**  Read by :class:`instance_aware.http.request.Request` with
   Glance's rules (see there): whatever the ``Content-Type`` for creates
   and imports, only the two JSON-patch media types for updates.
 * **Input.**  A ``wsgi.input`` that is an iterable without ``read()``
@@ -36,12 +36,12 @@ import routes.middleware
 import webob
 import webob.exc
 
-from instance_aware import errors, routing
+from instance_aware.http import faults, routing
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-ENVIRON_KEY = 'instance_aware.reading'
+ENVIRON_KEY = 'instance_aware.http.reading'
 #: Environ key: the input was only iterable; it ends where it ends (a
 #: proxy sends it chunked).
 UNFRAMED = 'instance_aware.unframed'
@@ -86,7 +86,7 @@ def of(environ: WSGIEnvironment) -> Reading:
     refusal = None
     override = method_override(environ)
     if override is not None:
-        refusal = errors.bad_request(
+        refusal = faults.bad_request(
             f"Method override ('{OVERRIDE}' in the query string or a form "
             'body) is not supported: send the request with its own HTTP '
             'method.')

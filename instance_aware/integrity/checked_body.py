@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 
 from oslo_log import log as logging
 
-from instance_aware.filters.hashing import StreamHasher, fingerprinter
+from instance_aware.integrity.hashing import StreamHasher, fingerprinter
 from instance_aware.store.digests import Digest
 
 LOG = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import Any
 
 from oslo_utils import uuidutils
 
-from instance_aware import listing
+from instance_aware.capture import listing
 from instance_aware.filters import encryption_properties as encryption
 from instance_aware.filters import instance_metadata
 from instance_aware.store import models

@@ -16,8 +16,8 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from instance_aware import errors
-from instance_aware.request import PATCH_V20, PATCH_V21
+from instance_aware.http import faults
+from instance_aware.http.request import PATCH_V20, PATCH_V21
 
 OPERATIONS = ('add', 'remove', 'replace')
 
@@ -76,15 +76,15 @@ def _operation(raw: Any, media_type: str) -> tuple[str, Any] | None:
 def check_value(key: str, value: Any) -> str:
     """A captured value must be a string Glance would have accepted."""
     if not isinstance(value, str):
-        raise errors.bad_request(
+        raise faults.bad_request(
             f"Invalid value for property '{key}': expected a string, got "
             f'{type(value).__name__}.')
     if not _is_unicode(value):
-        raise errors.bad_request(
+        raise faults.bad_request(
             f"Invalid value for property '{key}': not valid Unicode text "
             '(a lone surrogate).')
     if len(value) > MAX_VALUE_LENGTH:
-        raise errors.bad_request(
+        raise faults.bad_request(
             f"Invalid value for property '{key}': longer than "
             f'{MAX_VALUE_LENGTH} characters.')
     return value
@@ -119,14 +119,14 @@ def split_patch(document: list[Any], media_type: str,
         op, _pointer = parsed
         key = path[0]
         if len(path) != 1:
-            raise errors.bad_request(
+            raise faults.bad_request(
                 "Invalid JSON pointer for this resource: "
                 f"'/{'/'.join(path)}'")
         if op == 'remove':
             captured.append(Operation(op, key))
             continue
         if 'value' not in raw:
-            raise errors.bad_request(
+            raise faults.bad_request(
                 f'Operation "{op}" requires a member named "value".')
         captured.append(Operation(op, key, check_value(key, raw['value'])))
     return captured, forwarded
@@ -145,10 +145,10 @@ def apply_operations(current: Mapping[str, str],
     for operation in operations:
         exists = operation.key in result
         if operation.op == 'add' and exists and media_type == PATCH_V20:
-            raise errors.property_conflict(
+            raise faults.property_conflict(
                 f"Property {operation.key} already present.")
         if operation.op in ('replace', 'remove') and not exists:
-            raise errors.property_conflict(
+            raise faults.property_conflict(
                 f"Property {operation.key} does not exist.")
         if operation.op == 'remove':
             del result[operation.key]

@@ -14,7 +14,7 @@ from typing import Any
 
 from oslo_context import context as oslo_context
 
-ENVIRON_KEY = 'instance_aware.context'
+ENVIRON_KEY = 'instance_aware.policies.context'
 
 _IDENTITY_HEADERS = (
     'HTTP_X_ROLES', 'HTTP_X_ROLE', 'HTTP_X_SERVICE_ROLES',

@@ -6,7 +6,7 @@ updates and written to the mapping store around the registry's call (see
 :mod:`instance_aware.store.records` for the write protocol); on their way
 out they are put back into every image representation for callers the
 concern's read rule allows, and removed for everybody else.  List filters
-on them are answered by :mod:`instance_aware.listing`.
+on them are answered by :mod:`instance_aware.capture.listing`.
 
 Subclasses say which keys they own, how to validate values and which
 policy rules apply; this module knows nothing of instances or encryption.
@@ -25,9 +25,10 @@ import webob
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import capture, errors, listing
-from instance_aware.filters import base, documents, strategy
-from instance_aware.request import PATCH_V20, PATCH_V21, Request
+from instance_aware.capture import bodies, listing, strategy
+from instance_aware.filters import base
+from instance_aware.http import documents, faults
+from instance_aware.http.request import PATCH_V20, PATCH_V21, Request
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
 from instance_aware.store.records import RelationFields, Snapshot, Stored
@@ -61,7 +62,6 @@ class CapturingFilter(base.Filter):
     #: ``ia_properties.concern`` of this filter's rows.
     CONCERN: ClassVar[str]
     #: Rule to read the captured keys of an image.
-    READ_RULE: ClassVar[str]
     #: Request headers that assert values: header environ key -> property.
     HEADERS: ClassVar[Mapping[str, str]] = {}
 
@@ -137,12 +137,16 @@ class CapturingFilter(base.Filter):
 
     # -- give back ---------------------------------------------------------
 
+    def may_read(self, req: Request, owner: str | None) -> bool:
+        """This concern's named read check for an image of ``owner``."""
+        raise NotImplementedError
+
     def readable(self, req: Request, owner: str | None,
                  cache: dict[str | None, bool] | None = None) -> bool:
         """Whether the caller may read this concern's keys of ``owner``."""
         if cache is not None and owner in cache:
             return cache[owner]
-        allowed = self.allowed(req, self.READ_RULE, owner)
+        allowed = self.may_read(req, owner)
         if cache is not None:
             cache[owner] = allowed
         return allowed
@@ -169,9 +173,9 @@ class CapturingFilter(base.Filter):
                 continue
             image_id = image.get('id')
             if image_id not in readable:
-                changed = capture.strip_from(image, self.keys) or changed
+                changed = bodies.strip_from(image, self.keys) or changed
             elif isinstance(image_id, str) and image_id in values:
-                changed = capture.merge_into(
+                changed = bodies.merge_into(
                     image, values[image_id]) or changed
         return changed
 
@@ -229,9 +233,9 @@ class CapturingFilter(base.Filter):
             body = {}  # only asserting headers: an image of defaults
         if not isinstance(body, dict):
             # Glance fails on it with a 500.
-            raise errors.bad_request(
+            raise faults.bad_request(
                 'Request body must be a JSON object of image properties.')
-        captured, forwarded = capture.split_create(body, self.keys)
+        captured, forwarded = bodies.split_create(body, self.keys)
         captured.update(asserted)
         if not captured:
             return self._created(req, self.forward(req),
@@ -253,7 +257,7 @@ class CapturingFilter(base.Filter):
         except store_errors.LostRace:
             raise  # retried and lost again: the base's "retry" 409
         except store_errors.Conflict:
-            raise errors.conflict(  # Glance's words for a duplicate id
+            raise faults.conflict(  # Glance's words for a duplicate id
                 f'Image ID {image_id} already exists!') from None
         begun.add(image_id)
         req.replace_json(forwarded)
@@ -310,9 +314,9 @@ class CapturingFilter(base.Filter):
         document = req.json_body(self.config.max_json_body_size)
         if media_type is None or not isinstance(document, list):
             return self.forward(req)  # Glance answers 415 or 400
-        operations, forwarded = capture.split_patch(document, media_type,
+        operations, forwarded = bodies.split_patch(document, media_type,
                                                     self.keys)
-        operations += [capture.Operation('add', k, v)
+        operations += [bodies.Operation('add', k, v)
                        for k, v in asserted.items()]
         image_id = req.route.image_id
         assert image_id is not None
@@ -334,7 +338,7 @@ class CapturingFilter(base.Filter):
             return refused
         current = stored.values if stored and (
             stored.state == models.ACTIVE) else {}
-        values = capture.apply_operations(current, operations,
+        values = bodies.apply_operations(current, operations,
                                           PATCH_V21 if media_type ==
                                           PATCH_V21 else PATCH_V20)
         self.validate(req, values, current)
@@ -365,7 +369,7 @@ class CapturingFilter(base.Filter):
             reason = ('is unavailable' if isinstance(
                 exc, store_errors.StoreUnavailable) else
                 'is too busy with concurrent changes of this image')
-            return errors.unavailable(
+            return faults.unavailable(
                 'The registry applied the other changes, but the '
                 'instance-aware properties could not be saved: the '
                 f'mapping database {reason}.  Retry the request.')
@@ -467,8 +471,7 @@ class CapturingFilter(base.Filter):
         descending = True
         plan = None
         if projects is not None and len(projects) == 1 and (
-                not self.allowed(req, 'instance_aware:context_is_admin',
-                                 None)):
+                not self.checks.is_admin(req.context)):
             plan = listing.fast_plan(query, *self._limits())
             descending = plan.descending if plan else True
         prefetched: dict[str, dict[str, dict[str, str]]] = {}
@@ -508,10 +511,10 @@ class CapturingFilter(base.Filter):
         """
         own = req.context.project_id
         foreign = f'not-{own}'
-        if self.allowed(req, 'instance_aware:context_is_admin', own) and (
-                self.allowed(req, self.READ_RULE, foreign)):
+        if self.checks.is_admin(req.context, own) and (
+                self.may_read(req, foreign)):
             return None
-        if own and self.allowed(req, self.READ_RULE, own):
+        if own and self.may_read(req, own):
             return [own]
         return []
 
@@ -530,7 +533,7 @@ class CapturingFilter(base.Filter):
             try:
                 keep = set(listing.filter_values(client_ids))
             except ValueError as exc:
-                raise errors.bad_request(str(exc)) from None
+                raise faults.bad_request(str(exc)) from None
             wanted = [i for i in ids if i in keep]
         forwarded = query.forwarded({'id': 'in:' + ','.join(wanted)})
         sub = req.copy_get()

@@ -23,7 +23,7 @@ from typing import Any
 
 import webob
 
-from instance_aware import codec
+from instance_aware.http import codec
 
 #: Environ key: the application a filter is handing the request to, set
 #: just before the call so the callee knows its caller is one of ours.
