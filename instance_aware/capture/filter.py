@@ -348,7 +348,7 @@ class CapturingFilter(base.Filter):
         else:
             # Nothing left for the registry to change: the image as the
             # caller sees it is the answer.
-            response = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
+            response = self.show_image(req, image_id)
         if response.status_int != 200:
             return response
         image = documents.read(response)
@@ -575,7 +575,7 @@ class CapturingFilter(base.Filter):
         for image_id in ids[start:]:
             if len(page) >= plan.limit:
                 break
-            shown = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
+            shown = self.show_image(req, image_id)
             if shown.status_int == 404:
                 continue
             image = documents.read(shown)

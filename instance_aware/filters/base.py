@@ -18,6 +18,7 @@ four differences that matter here:
 from __future__ import annotations
 
 import functools
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -217,6 +218,12 @@ class Filter:
         # connection and transfer slot) until it is garbage collected.
         response.body  # noqa: B018
         return response
+
+    def show_image(self, req: Request, image_id: str) -> webob.Response:
+        """The image as the caller sees it: Glance's own answer to a show
+        (200, or its 401/403/404), the id quoted as one path segment."""
+        return self.subrequest(
+            req, 'GET', '/v2/images/' + urllib.parse.quote(image_id, safe=''))
 
     def process_request(self, req: Request) -> webob.Response | None:
         """Return a response to stop here, or ``None`` to go on."""

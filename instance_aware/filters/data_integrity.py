@@ -362,7 +362,7 @@ class DataIntegrityFilter(base.Filter):
         """The registry's ``(os_hash_algo, os_hash_value, size)``."""
         req = Request({k: v for k, v in environ.items()
                        if k != 'HTTP_ACCEPT'})
-        response = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
+        response = self.show_image(req, image_id)
         if response.status_int != 200:
             return None
         try:

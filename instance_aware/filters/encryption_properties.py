@@ -292,10 +292,12 @@ class EncryptionPropertiesFilter(CapturingFilter):
         if previous is None:
             return req.context.project_id, 'queued'
         image_id = req.route.image_id
-        targets: dict[str | None, tuple[str | None, str]] = (
+        if image_id is None:  # only image and import routes get here
+            raise faults.not_found('No image found.')
+        targets: dict[str, tuple[str | None, str]] = (
             req.environ.setdefault(_TARGETS, {}))
         if image_id not in targets:
-            shown = self.subrequest(req, 'GET', f'/v2/images/{image_id}')
+            shown = self.show_image(req, image_id)
             image = documents.read(shown)
             if shown.status_int != 200 or not isinstance(image, dict):
                 raise _as_exception(shown)

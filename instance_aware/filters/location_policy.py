@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from typing import Any
 
 import webob
@@ -157,9 +156,7 @@ class LocationPolicyFilter(base.Filter):
             return None
         image_id = image_id or req.route.image_id
         if lookup_owner and image_id is not None:
-            shown = self.subrequest(
-                req, 'GET', '/v2/images/' + urllib.parse.quote(image_id,
-                                                               safe=''))
+            shown = self.show_image(req, image_id)
             if shown.status_int != 200:
                 return shown if shown.status_int in (401, 404) else (
                     faults.not_found(f'No image found with ID {image_id}'))
