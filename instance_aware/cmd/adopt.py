@@ -3,8 +3,8 @@
 Images created before the filters were in the pipeline carry Nova's
 instance keys (and maybe encryption properties) as ordinary Glance
 properties: list filters and the query API, answered from the mapping
-store, would not find them.  :func:`adopt` walks every image of the
-registry as an administrator and, for each one holding captured keys:
+store, would not find them.  :func:`adopt` walks every image of Glance
+as an administrator and, for each one holding captured keys:
 
 1. writes them to the store as an active record (values the store already
    has win: they were written through the stack, after Glance's copy);
@@ -94,7 +94,7 @@ def adopt(records: Records, images: Iterable[dict[str, Any]],
           trust: bool = False) -> AdoptSummary:
     """Move captured keys from ``images`` (Glance's) into ``records``.
 
-    ``remove(image_id, keys)`` deletes properties from the registry.
+    ``remove(image_id, keys)`` deletes properties from Glance.
     """
     summary = AdoptSummary()
     for image in images:

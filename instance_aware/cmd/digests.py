@@ -25,23 +25,19 @@ download that matched, ``TAMPERED`` the last one that did not.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
-from typing import TYPE_CHECKING
 
 from oslo_config import cfg
 
 from instance_aware import conf as ia_conf
+from instance_aware.cmd import database
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from contextlib import AbstractContextManager
-
-    import sqlalchemy as sa
+#: The help of ``digests list``: this docstring without its title.
+DESCRIPTION = __doc__.split('\n\n', 1)[1] if __doc__ else None
 
 #: What the stack computed or verified, per source.
 SOURCES = {
@@ -92,14 +88,11 @@ def _table(rows: list[dict[str, object]]) -> str:
                      for line in cells)
 
 
-def list_digests(
-        conf: cfg.ConfigOpts,
-        database: Callable[[cfg.ConfigOpts],
-                           AbstractContextManager[sa.Engine]]) -> int:
+def list_digests(conf: cfg.ConfigOpts) -> int:
     """Print the records asked for; 0 always (an empty list is fine)."""
     args = conf.command
     settings = ia_conf.FilterConfig(conf)
-    with database(conf) as engine:
+    with database.opened(conf) as engine:
         digests = Digests(ia_engine.Database(engine),
                           settings['registry_id'])
         records = digests.listing(unverified=args.unverified,
@@ -117,37 +110,4 @@ def list_digests(
     return 0
 
 
-def add_parser(
-        subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-        database: Callable[[cfg.ConfigOpts],
-                           AbstractContextManager[sa.Engine]],
-) -> None:
-    """``digests list``, run on the engine ``database(conf)`` opens."""
-    digests = subparsers.add_parser(
-        'digests', help='what the stack recorded and verified of image data')
-    actions = digests.add_subparsers(dest='action', required=True,
-                                     title='Actions')
-    listing = actions.add_parser(
-        'list', help='each image record: digest source and state',
-        description=__doc__.split('\n\n', 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    listing.add_argument('--unverified', action='store_true',
-                         help='only records no full download verified '
-                              'since they were recorded')
-    listing.add_argument('--tampered', action='store_true',
-                         help='only records marked tampered')
-    listing.add_argument('--image', action='append', default=[],
-                         metavar='IMAGE_ID',
-                         help='only this image (repeatable); an image '
-                              'without a record is listed as source none')
-    listing.add_argument('--format', choices=('table', 'json'),
-                         default='table',
-                         help='output format (default: %(default)s)')
-
-    def run(conf: cfg.ConfigOpts) -> int:
-        return list_digests(conf, database)
-
-    listing.set_defaults(run=run)
-
-
-__all__ = ['SOURCES', 'add_parser', 'list_digests']
+__all__ = ['DESCRIPTION', 'SOURCES', 'list_digests']

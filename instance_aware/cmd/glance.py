@@ -1,10 +1,11 @@
-"""Talking to the registry from outside its pipeline (operator commands).
+"""The Glance client of ``reconcile`` and ``adopt`` (operator commands).
 
-``instance-aware-manage reconcile`` compares the store with what Glance
-holds.  It calls Glance's API as an administrator, with credentials from the
-``[instance_aware_registry]`` group (keystoneauth options, as every
-OpenStack service configures its clients), or, for a header-trusting local
-deployment only (``instance-aware serve``), with trusted identity headers.
+They compare the store with what Glance itself holds, so they call
+Glance's API from outside the stack, as an administrator, with
+credentials from the ``[instance_aware_registry]`` group (keystoneauth
+options, as every OpenStack service configures its clients), or, for a
+header-trusting local deployment only (``instance-aware serve``), with
+trusted identity headers.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
 from instance_aware.capture import bodies, listing
+from instance_aware.keys.auth import HeadersAuth
 
 GROUP = 'instance_aware_registry'
 _NIL_UUID = '00000000-0000-0000-0000-000000000000'
+#: The administrator identity asserted with ``trusted_headers``, no token.
+_TRUSTED_HEADERS = {'X-Identity-Status': 'Confirmed', 'X-Roles': 'admin',
+                    'X-Project-Id': 'instance-aware',
+                    'X-User-Id': 'instance-aware-manage'}
 
 OPTS: list[cfg.Opt] = [
     cfg.URIOpt(
@@ -48,18 +54,6 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
-class TrustedHeaders(ks_plugin.BaseAuthPlugin):
-    """An administrator identity asserted by headers, with no token."""
-
-    def get_headers(self, session: Any, **kwargs: Any) -> dict[str, str]:
-        return {'X-Identity-Status': 'Confirmed', 'X-Roles': 'admin',
-                'X-Project-Id': 'instance-aware', 'X-User-Id':
-                'instance-aware-manage'}
-
-    def get_endpoint(self, session: Any, **kwargs: Any) -> None:
-        return None
-
-
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(OPTS, group=GROUP)
     ks_loading.register_session_conf_options(conf, GROUP)
@@ -76,8 +70,8 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     return [(GROUP, opts)]
 
 
-class RegistryClient:
-    """The few registry calls reconcile needs."""
+class GlanceClient:
+    """The few image API calls reconcile and adopt need."""
 
     def __init__(self, session: ks_session.Session, endpoint: str,
                  timeout: float = 30) -> None:
@@ -87,12 +81,12 @@ class RegistryClient:
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts,
-                  endpoint: str | None = None) -> RegistryClient:
+                  endpoint: str | None = None) -> GlanceClient:
         register_opts(conf)
         group = conf[GROUP]
         auth: ks_plugin.BaseAuthPlugin | None
         if group.trusted_headers:
-            auth = TrustedHeaders()
+            auth = HeadersAuth(_TRUSTED_HEADERS)
         else:
             auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
         session = ks_loading.load_session_from_conf_options(conf, GROUP,
@@ -115,7 +109,7 @@ class RegistryClient:
         return response.json()
 
     def show(self, image_id: str) -> dict[str, Any] | None:
-        """The image, or ``None`` if the registry no longer has it."""
+        """The image, or ``None`` if Glance no longer has it."""
         image = self._get(f'/v2/images/{image_id}')
         return image if isinstance(image, dict) else None
 
@@ -126,7 +120,7 @@ class RegistryClient:
         return isinstance(answer, dict) and 'images' in answer
 
     def images(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every image of the registry (hidden ones too), page by page."""
+        """Every image Glance has (hidden ones too), page by page."""
         for hidden in ('false', 'true'):
             params: dict[str, str] = {
                 'visibility': 'all', 'member_status': 'all',
@@ -141,7 +135,7 @@ class RegistryClient:
                 params['marker'] = marker
 
     def remove_properties(self, image_id: str, keys: list[str]) -> None:
-        """Delete ``keys`` from the image's properties in the registry."""
+        """Delete ``keys`` from the image's properties in Glance."""
         response = self.session.patch(
             f'{self.endpoint}/v2/images/{image_id}', raise_exc=False,
             timeout=self.timeout,
@@ -153,7 +147,7 @@ class RegistryClient:
         response.raise_for_status()
 
     def present(self, image_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Which of ``image_ids`` the registry still has (two lists per
+        """Which of ``image_ids`` Glance still has (two lists per
         batch: hidden and not; shows for the rest, e.g. killed images)."""
         found: dict[str, dict[str, Any]] = {}
         for hidden in ('false', 'true'):

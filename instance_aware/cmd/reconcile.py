@@ -1,13 +1,13 @@
-"""Repair what a crash or a bypass left between the store and the registry.
+"""Repair what a crash or a bypass left between the store and Glance.
 
 * A row still ``pending`` after ``pending_age`` seconds means the stack
-  stopped between writing it and hearing the registry: if the registry has
-  the image, the row becomes active; otherwise it is removed.
-* An ``active`` row whose image the registry no longer has (deleted while
+  stopped between writing it and hearing Glance: if Glance has the image,
+  the row becomes active; otherwise it is removed.
+* An ``active`` row whose image Glance no longer has (deleted while
   the stack was bypassed or its database down) is marked deleted and kept
   as history.
 * An ``active`` row that names another project than the image's owner in
-  the registry (an administrator gave the image away while the stack was
+  Glance (an administrator gave the image away while the stack was
   bypassed, or the stack could not move the row) is moved to the owner:
   filters and the query API answer each project from the rows it owns.
 """
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from instance_aware.capture import listing
-from instance_aware.cmd.glance import RegistryClient
+from instance_aware.cmd.glance import GlanceClient
 from instance_aware.store import models
 from instance_aware.store.records import Records
 
@@ -71,18 +71,18 @@ class Progress:
             self.stream.write('\n')
 
 
-def reconcile(records: Records, registry: RegistryClient, *,
+def reconcile(records: Records, glance: GlanceClient, *,
               dry_run: bool = False, batch_size: int = 100,
               pending_age: int = 600,
               progress: Callable[[int], Progress] = Progress) -> Summary:
-    """Compare the store with the registry and repair the differences."""
+    """Compare the store with Glance and repair the differences."""
     summary = Summary()
     cutoff = models.utcnow() - datetime.timedelta(seconds=pending_age)
     pending = records.pending(cutoff)
     bar = progress(len(pending) + records.count(models.ACTIVE))
     # Active rows first: a pending row settled below is not checked twice.
     for batch in records.active_batches(batch_size):
-        present = registry.present(list(batch))
+        present = glance.present(list(batch))
         summary.checked += len(batch)
         for image_id, project_id in batch.items():
             image = present.get(image_id)
@@ -98,7 +98,7 @@ def reconcile(records: Records, registry: RegistryClient, *,
                     records.move(image_id, owner)
         bar.advance(len(batch))
     for image_id in pending:
-        image = registry.show(image_id)
+        image = glance.show(image_id)
         summary.checked += 1
         if image is None:
             summary.discarded += 1

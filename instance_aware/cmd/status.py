@@ -34,7 +34,7 @@ from oslo_upgradecheck.upgradecheck import Code, Result
 
 from instance_aware import conf as ia_conf
 from instance_aware import policies, version
-from instance_aware.cmd import glance, manage
+from instance_aware.cmd import console, database, glance, schema
 from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import migration
@@ -54,20 +54,15 @@ class Checks(upgradecheck.UpgradeCommands):
     def _check_schema(self) -> Result:
         head = migration.head()
         try:
-            url, shown = manage._connection(self.conf)
-            if manage._sqlite_file_missing(url):
-                current = None
-            else:
-                with manage._database(self.conf) as engine:
-                    current = migration.current(engine)
-        except manage.CommandError as exc:
+            _url, shown = database.connection(self.conf)
+            current = schema.current(self.conf)
+        except console.CommandError as exc:
             return Result(Code.FAILURE, str(exc))
         if current == head:
             return Result(Code.SUCCESS, f'{shown} is at revision {head}.')
         return Result(Code.FAILURE,
                       f'{shown} is at revision {current}, the package '
-                      f"ships {head}: run 'instance-aware-manage db "
-                      "sync'.")
+                      f"ships {head}: run '{console.MANAGE} db sync'.")
 
     def _check_policy_file(self) -> Result:
         oslo_policy.Enforcer(self.conf)  # registers [oslo_policy]
@@ -128,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conf(sys.argv[1:] if argv is None else argv, project='glance',
              prog=PROG, version=version.version_string(),
-             default_config_files=manage._default_config_files())
+             default_config_files=console.default_config_files())
     except SystemExit as exc:
-        return manage._exit_code(exc)
+        return console.exit_code(exc)
     except cfg.Error as exc:
         print(f'{PROG}: error: {exc}', file=sys.stderr)
         return 2

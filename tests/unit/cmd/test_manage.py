@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import pytest
 
+from instance_aware.cmd import console, manage
 from instance_aware.cmd import main as cli_main
-from instance_aware.cmd import manage
 from instance_aware.store import migration
 
 HEAD = migration.head()
@@ -190,7 +190,7 @@ def test_no_configuration_file_is_refused(
         capsys: pytest.CaptureFixture[str]) -> None:
     """No file found: the command names what it looked for and creates
     nothing (not the default ``/var/lib/glance`` SQLite file)."""
-    monkeypatch.setattr(manage, '_default_config_files', lambda: [])
+    monkeypatch.setattr(console, 'default_config_files', lambda: [])
     monkeypatch.chdir(tmp_path)
     assert manage.main(command) == 1
     out, err = capsys.readouterr()

@@ -43,7 +43,7 @@ def _conf(**values: str) -> cfg.ConfigOpts:
 
 def test_catalog_lookup_names_the_configured_region(session: _Session
                                                     ) -> None:
-    client = glance.RegistryClient.from_conf(
+    client = glance.GlanceClient.from_conf(
         _conf(region_name='RegionTwo'))
     assert session.asked == {'service_type': 'image',
                              'interface': 'internal',
@@ -52,13 +52,13 @@ def test_catalog_lookup_names_the_configured_region(session: _Session
 
 
 def test_without_a_region_any_region_is_asked(session: _Session) -> None:
-    glance.RegistryClient.from_conf(_conf(interface='public'))
+    glance.GlanceClient.from_conf(_conf(interface='public'))
     assert session.asked == {'service_type': 'image', 'interface': 'public',
                              'region_name': None}
 
 
 def test_an_endpoint_skips_the_catalog(session: _Session) -> None:
-    client = glance.RegistryClient.from_conf(
+    client = glance.GlanceClient.from_conf(
         _conf(endpoint='http://glance:9292', region_name='RegionTwo'))
     assert session.asked is None
     assert client.endpoint == 'http://glance:9292'
