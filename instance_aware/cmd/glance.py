@@ -24,10 +24,6 @@ from instance_aware.keys.auth import HeadersAuth
 
 GROUP = 'instance_aware_registry'
 _NIL_UUID = '00000000-0000-0000-0000-000000000000'
-#: The administrator identity asserted with ``trusted_headers``, no token.
-_TRUSTED_HEADERS = {'X-Identity-Status': 'Confirmed', 'X-Roles': 'admin',
-                    'X-Project-Id': 'instance-aware',
-                    'X-User-Id': 'instance-aware-manage'}
 
 OPTS: list[cfg.Opt] = [
     cfg.URIOpt(
@@ -68,6 +64,12 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     opts += ks_loading.get_auth_common_conf_options()
     opts += ks_loading.get_auth_plugin_conf_options('password')
     return [(GROUP, opts)]
+
+
+#: The administrator identity asserted with ``trusted_headers``, no token.
+_TRUSTED_HEADERS = {'X-Identity-Status': 'Confirmed', 'X-Roles': 'admin',
+                    'X-Project-Id': 'instance-aware',
+                    'X-User-Id': 'instance-aware-manage'}
 
 
 class GlanceClient:

@@ -1,6 +1,6 @@
 """``instance-aware-manage adopt``: keys Glance stored before the stack.
 
-A Glance of its own: adoption walks every image of the registry.
+A Glance of its own: adoption walks every image Glance has.
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ def test_young_pending_records_are_left_alone(
         records.abort(in_flight, models.INSTANCE)
 
 
-def test_unreachable_registry_is_one_line_and_changes_nothing(
+def test_unreachable_glance_is_one_line_and_changes_nothing(
         server: GlanceServer, records: Records, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     project = uuid.uuid4().hex

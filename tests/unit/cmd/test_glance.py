@@ -62,3 +62,14 @@ def test_an_endpoint_skips_the_catalog(session: _Session) -> None:
         _conf(endpoint='http://glance:9292', region_name='RegionTwo'))
     assert session.asked is None
     assert client.endpoint == 'http://glance:9292'
+
+
+def test_trusted_headers_assert_an_administrator() -> None:
+    """``trusted_headers``: no token, the identity keystonemiddleware would
+    have set (``instance-aware serve`` trusts these headers)."""
+    client = glance.GlanceClient.from_conf(
+        _conf(endpoint='http://glance:9292', trusted_headers='true'))
+    assert client.session.get_auth_headers() == {
+        'X-Identity-Status': 'Confirmed', 'X-Roles': 'admin',
+        'X-Project-Id': 'instance-aware',
+        'X-User-Id': 'instance-aware-manage'}

@@ -1,7 +1,7 @@
 """``reconcile``'s key part: skipped when not configured, and its exit code.
 
 No Glance is needed: on an empty mapping database the reconcile part asks
-the registry nothing, so the registry endpoint may be a closed port.  The
+Glance nothing, so its endpoint may be a closed port.  The
 key rows are written directly, as a request that failed would leave them.
 """
 
