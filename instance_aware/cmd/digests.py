@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from oslo_config import cfg
 
-from instance_aware import conf as ia_conf
+from instance_aware import config
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
@@ -98,10 +98,10 @@ def list_digests(
                            AbstractContextManager[sa.Engine]]) -> int:
     """Print the records asked for; 0 always (an empty list is fine)."""
     args = conf.command
-    settings = ia_conf.FilterConfig(conf)
+    settings = config.FilterConfig.load(conf)
     with database(conf) as engine:
         digests = Digests(ia_engine.Database(engine),
-                          settings['registry_id'])
+                          settings.registry_id)
         records = digests.listing(unverified=args.unverified,
                                   tampered=args.tampered,
                                   image_ids=args.image)

@@ -55,8 +55,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 from oslo_config import cfg
 from sqlalchemy.engine import make_url
 
-from instance_aware import conf as ia_conf
-from instance_aware import version
+from instance_aware import config, database, version
 from instance_aware.cmd import adopt as ia_adopt
 from instance_aware.cmd import digests as digests_cmd
 from instance_aware.cmd import glance
@@ -65,7 +64,6 @@ from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import errors, migration
-from instance_aware.store import retry as store_retry
 from instance_aware.store.records import Records
 
 PROG = 'instance-aware-manage'
@@ -113,7 +111,7 @@ def _require_configuration(conf: cfg.ConfigOpts) -> None:
 def _connection(conf: cfg.ConfigOpts) -> tuple[str, str]:
     """The configured URL, and how to show it (without the password)."""
     _require_configuration(conf)
-    url = ia_conf.FilterConfig(conf)['connection']
+    url = config.FilterConfig.load(conf).connection
     try:
         shown = make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError as exc:
@@ -131,9 +129,8 @@ def _database(conf: cfg.ConfigOpts) -> Iterator[sa.Engine]:
     try:
         with errors.translated():
             engine = ia_engine.create_engine(
-                url,
-                connect_timeout=ia_conf.FilterConfig(conf)[
-                    'db_connect_timeout'])
+                url, connect_timeout=config.FilterConfig.load(
+                    conf).db_connect_timeout)
             yield engine
     except (errors.StoreError, sa.exc.SQLAlchemyError, OSError,
             ImportError) as exc:
@@ -144,11 +141,9 @@ def _database(conf: cfg.ConfigOpts) -> Iterator[sa.Engine]:
 
 
 def _store(engine: sa.Engine,
-           settings: ia_conf.FilterConfig) -> ia_engine.Database:
-    """The mapping database with this command's retry options (not those
-    of the global configuration the store falls back to)."""
-    return ia_engine.Database(
-        engine, store_retry.RetryPolicy.from_config(settings))
+           settings: config.FilterConfig) -> ia_engine.Database:
+    """The mapping database with this command's retry options."""
+    return ia_engine.Database(engine, database.retry_policy(settings))
 
 
 def _sqlite_file_missing(url: str) -> bool:
@@ -261,9 +256,9 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
     options = conf.command
     _require_configuration(conf)
     client = _registry_client(conf)
-    settings = ia_conf.FilterConfig(conf)
+    settings = config.FilterConfig.load(conf)
     with _database(conf) as engine:
-        records = Records(_store(engine, settings), settings['registry_id'])
+        records = Records(_store(engine, settings), settings.registry_id)
         with _registry_errors(client, '; nothing after the last completed '
                                       'batch was changed'):
             summary = ia_reconcile.reconcile(
@@ -271,7 +266,7 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
                 batch_size=options.batch_size,
                 pending_age=options.pending_age)
         keys = None if options.dry_run else _retry_keys(
-            conf, records.db, settings['registry_id'])
+            conf, records.db, settings.registry_id)
     if options.dry_run:
         print('Dry run: nothing was changed.')
     for line in summary.lines(options.dry_run):
@@ -339,11 +334,11 @@ def adopt(conf: cfg.ConfigOpts) -> int:
             'which hides what Glance itself stores: point --endpoint at a '
             'glance-api without the filter (an internal one, or before '
             'the filter is enabled)')
-    settings = ia_conf.FilterConfig(conf)
-    wanted = ia_adopt.concerns(settings['instance_keys'],
-                               list(settings['encryption_formats']))
+    settings = config.FilterConfig.load(conf)
+    wanted = ia_adopt.concerns(settings.instance_keys,
+                               list(settings.encryption_formats))
     with _database(conf) as engine:
-        records = Records(_store(engine, settings), settings['registry_id'])
+        records = Records(_store(engine, settings), settings.registry_id)
         with _registry_errors(client, '; images adopted so far stay '
                                       'adopted, run the command again'):
             summary = ia_adopt.adopt(
@@ -442,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     ``cfg.CONF``: the command may run several times in one process (tests).
     """
     conf = cfg.ConfigOpts()
-    ia_conf.register_opts(conf)
+    config.register_opts(conf)
     glance.register_opts(conf)
     key_opts.register_opts(conf)
     conf.register_cli_opt(cfg.SubCommandOpt(

@@ -32,8 +32,7 @@ from oslo_policy import policy as oslo_policy
 from oslo_upgradecheck import upgradecheck
 from oslo_upgradecheck.upgradecheck import Code, Result
 
-from instance_aware import conf as ia_conf
-from instance_aware import policies, version
+from instance_aware import config, policies, version
 from instance_aware.cmd import glance, manage
 from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     configuration files are Glance API's, as for ``instance-aware-manage``.
     """
     conf = cfg.ConfigOpts()
-    ia_conf.register_opts(conf)
+    config.register_opts(conf)
     glance.register_opts(conf)
     key_opts.register_opts(conf)
     checks = Checks(conf)
