@@ -92,8 +92,7 @@ class Checks(upgradecheck.UpgradeCommands):
                                     'known.')
 
     def _check_key_manager(self) -> Result:
-        key_opts.register_opts(self.conf)
-        if not self.conf[key_opts.GROUP].enabled:
+        if not key_opts.KeyOptions.load(self.conf).enabled:
             return Result(Code.SUCCESS, 'The key lifecycle is off: '
                                         'encryption properties are stored '
                                         'without checking their secrets.')
