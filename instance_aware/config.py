@@ -224,7 +224,8 @@ def paste_overrides(opts: Iterable[cfg.Opt],
                     paste: Paste | None) -> dict[str, object]:
     """The paste keys naming one of ``opts``, each parsed by its type.
 
-    Other keys (paste's own, other groups') are ignored.
+    Other keys (paste's own, other groups') are ignored; a value that is
+    not a string (a test's dictionary) is taken as it is.
     """
     known = {opt.dest: opt for opt in opts}
     parsed: dict[str, object] = {}

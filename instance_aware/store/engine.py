@@ -222,8 +222,7 @@ class Database:
     def __init__(self, engine: sa.Engine,
                  retry: store_retry.RetryPolicy | None = None) -> None:
         self.engine = engine
-        self.retry = retry if retry is not None else (
-            store_retry.RetryPolicy())
+        self.retry = retry or store_retry.RetryPolicy()
         self._readers = orm.sessionmaker(engine, expire_on_commit=False)
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._writers = orm.sessionmaker(self._write_engine,

@@ -53,7 +53,8 @@ class RetryPolicy:
     time below twice the previous bound (``interval * 2**n``), never more
     than ``max_interval``: :class:`oslo_db.api.wrap_db_retry` with
     ``inc_retry_interval`` and ``jitter``.  ``max_retries=0`` retries
-    nothing.  The defaults are those of the ``[instance_aware]`` options.
+    nothing.  The defaults equal the defaults of the options that set
+    it (``db_max_retries`` ...).
     """
 
     max_retries: int = 5
