@@ -27,8 +27,7 @@ from oslo_config import cfg
 from oslo_middleware.healthcheck import pluginbase
 from sqlalchemy.engine import make_url
 
-from instance_aware import conf as ia_conf
-from instance_aware.store import engine as store_engine
+from instance_aware import config, database
 from instance_aware.store import migration
 
 UNAVAILABLE = 'instance-aware mapping database unavailable'
@@ -45,7 +44,7 @@ class StoreHealthcheck(pluginbase.HealthcheckBaseExtension):
     def __init__(self, oslo_conf: cfg.ConfigOpts,
                  conf: dict[str, Any]) -> None:
         super().__init__(oslo_conf, conf)
-        self.config = ia_conf.FilterConfig(oslo_conf, conf)
+        self.config = config.FilterConfig.load(oslo_conf, conf)
         self.head = migration.head()
 
     def healthcheck(self, server_port: int
@@ -60,7 +59,7 @@ class StoreHealthcheck(pluginbase.HealthcheckBaseExtension):
             return pluginbase.HealthcheckResult(
                 False, NO_SCHEMA, f'{shown}: no such file')
         try:
-            current = migration.current(self._engine(url))
+            current = migration.current(database.shared_engine(self.config))
         except (sa.exc.SQLAlchemyError, OSError, ImportError) as exc:
             first = (str(getattr(exc, 'orig', None) or exc).strip()
                      .splitlines() or [type(exc).__name__])[0]
@@ -72,11 +71,3 @@ class StoreHealthcheck(pluginbase.HealthcheckBaseExtension):
                                   f'expected {self.head}')
         return pluginbase.HealthcheckResult(True, 'OK', f'{shown} is at '
                                                         f'{current}')
-
-    def _engine(self, url: str) -> sa.Engine:
-        return store_engine.get_engine(
-            url, pool_size=self.config.db_pool_size,
-            max_overflow=self.config.db_max_overflow,
-            pool_timeout=self.config.db_pool_timeout,
-            connect_timeout=self.config.db_connect_timeout,
-            ping_after_idle=self.config.db_ping_after_idle)

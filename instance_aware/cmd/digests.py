@@ -30,8 +30,8 @@ import json
 
 from oslo_config import cfg
 
-from instance_aware import conf as ia_conf
-from instance_aware.cmd import database
+from instance_aware import config
+from instance_aware.cmd import db
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
@@ -91,10 +91,10 @@ def _table(rows: list[dict[str, object]]) -> str:
 def list_digests(conf: cfg.ConfigOpts) -> int:
     """Print the records asked for; 0 always (an empty list is fine)."""
     args = conf.command
-    settings = ia_conf.FilterConfig(conf)
-    with database.opened(conf) as engine:
+    settings = config.FilterConfig.load(conf)
+    with db.opened(conf) as engine:
         digests = Digests(ia_engine.Database(engine),
-                          settings['registry_id'])
+                          settings.registry_id)
         records = digests.listing(unverified=args.unverified,
                                   tampered=args.tampered,
                                   image_ids=args.image)

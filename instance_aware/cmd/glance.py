@@ -11,6 +11,7 @@ trusted identity headers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from keystoneauth1 import plugin as ks_plugin
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
+from instance_aware import config
 from instance_aware.capture import bodies, listing
 from instance_aware.keys.auth import HeadersAuth
 
@@ -48,6 +50,22 @@ OPTS: list[cfg.Opt] = [
              'authtoken), such as ``instance-aware serve``; never in '
              'production.'),
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryOptions:
+    """``[instance_aware_registry]``, read once (keystoneauth reads its
+    own options of the group itself)."""
+
+    endpoint: str | None
+    interface: str
+    region_name: str | None
+    trusted_headers: bool
+
+    @classmethod
+    def load(cls, conf: cfg.ConfigOpts) -> RegistryOptions:
+        register_opts(conf)
+        return config.load(cls, config.read(conf, GROUP, OPTS))
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -84,8 +102,7 @@ class GlanceClient:
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts,
                   endpoint: str | None = None) -> GlanceClient:
-        register_opts(conf)
-        group = conf[GROUP]
+        group = RegistryOptions.load(conf)
         auth: ks_plugin.BaseAuthPlugin | None
         if group.trusted_headers:
             auth = HeadersAuth(_TRUSTED_HEADERS)

@@ -16,9 +16,9 @@ import requests
 from keystoneauth1 import exceptions as ks_exceptions
 from oslo_config import cfg
 
-from instance_aware import conf as ia_conf
+from instance_aware import config
 from instance_aware.cmd import adopt as adopt_tool
-from instance_aware.cmd import database, key_retries
+from instance_aware.cmd import db, key_retries
 from instance_aware.cmd import reconcile as reconcile_tool
 from instance_aware.cmd.console import CommandError
 from instance_aware.cmd.glance import GlanceClient
@@ -53,12 +53,12 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
     while some wait: cron must notice what still needs a hand.
     """
     options = conf.command
-    database.require_configuration(conf)
+    db.require_configuration(conf)
     client = glance_client(conf)
-    settings = ia_conf.FilterConfig(conf)
-    with database.opened(conf) as engine:
-        records = Records(database.store(engine, settings),
-                          settings['registry_id'])
+    settings = config.FilterConfig.load(conf)
+    with db.opened(conf) as engine:
+        records = Records(db.store(engine, settings),
+                          settings.registry_id)
         with glance_errors(client, '; nothing after the last completed '
                                    'batch was changed'):
             summary = reconcile_tool.reconcile(
@@ -66,7 +66,7 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
                 batch_size=options.batch_size,
                 pending_age=options.pending_age)
         keys = None if options.dry_run else key_retries.retry(
-            conf, records.db, settings['registry_id'])
+            conf, records.db, settings.registry_id)
     if options.dry_run:
         print('Dry run: nothing was changed.')
     for line in summary.lines(options.dry_run):
@@ -82,7 +82,7 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
 def adopt(conf: cfg.ConfigOpts) -> int:
     """Move keys Glance stored before the stack into the mapping store."""
     options = conf.command
-    database.require_configuration(conf)
+    db.require_configuration(conf)
     client = glance_client(conf)
     with glance_errors(client):
         stacked = client.behind_stack()
@@ -92,12 +92,12 @@ def adopt(conf: cfg.ConfigOpts) -> int:
             'which hides what Glance itself stores: point --endpoint at a '
             'glance-api without the filter (an internal one, or before '
             'the filter is enabled)')
-    settings = ia_conf.FilterConfig(conf)
-    wanted = adopt_tool.concerns(settings['instance_keys'],
-                                 list(settings['encryption_formats']))
-    with database.opened(conf) as engine:
-        records = Records(database.store(engine, settings),
-                          settings['registry_id'])
+    settings = config.FilterConfig.load(conf)
+    wanted = adopt_tool.concerns(settings.instance_keys,
+                                 list(settings.encryption_formats))
+    with db.opened(conf) as engine:
+        records = Records(db.store(engine, settings),
+                          settings.registry_id)
         with glance_errors(client, '; images adopted so far stay '
                                    'adopted, run the command again'):
             summary = adopt_tool.adopt(

@@ -34,8 +34,7 @@ def retry(conf: cfg.ConfigOpts, db: ia_engine.Database,
     (a configuration that never set ``[instance_aware_keys]``) the part is
     skipped with a line saying why and how many operations wait.
     """
-    key_opts.register_opts(conf)
-    if not conf[key_opts.GROUP].enabled:
+    if not key_opts.KeyOptions.load(conf).enabled:
         return None
     try:
         keys = lifecycle.KeyLifecycle(conf, db, registry_id)

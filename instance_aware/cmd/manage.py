@@ -49,8 +49,7 @@ import uuid
 
 from oslo_config import cfg
 
-from instance_aware import conf as ia_conf
-from instance_aware import version
+from instance_aware import config, version
 from instance_aware.cmd import (
     console,
     digests,
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ``cfg.CONF``: the command may run several times in one process (tests).
     """
     conf = cfg.ConfigOpts()
-    ia_conf.register_opts(conf)
+    config.register_opts(conf)
     glance.register_opts(conf)
     key_opts.register_opts(conf)
     conf.register_cli_opt(cfg.SubCommandOpt(

@@ -12,7 +12,7 @@ import alembic.util
 from oslo_config import cfg
 from sqlalchemy.engine import make_url
 
-from instance_aware.cmd import database
+from instance_aware.cmd import db
 from instance_aware.cmd.console import MANAGE, CommandError
 from instance_aware.store import migration
 
@@ -24,14 +24,14 @@ def sync(conf: cfg.ConfigOpts) -> int:
     default when ``connection`` is unset) is announced: the operator sees
     which database the command chose from which files.
     """
-    url, shown = database.connection(conf)
-    new_file = database.sqlite_file_missing(url)
-    print(f'Database: {shown} (configuration: {database.sources(conf)})')
+    url, shown = db.connection(conf)
+    new_file = db.sqlite_file_missing(url)
+    print(f'Database: {shown} (configuration: {db.sources(conf)})')
     if new_file:
         print(f'Creating the SQLite database file {make_url(url).database}'
               ' ([instance_aware] connection names a file that does not '
               'exist yet).')
-    with database.opened(conf) as engine:
+    with db.opened(conf) as engine:
         before = migration.current(engine)
         try:
             migration.upgrade(engine, conf.command.revision)
@@ -49,10 +49,10 @@ def sync(conf: cfg.ConfigOpts) -> int:
 def current(conf: cfg.ConfigOpts) -> str | None:
     """The revision the database is at (``None``: no schema yet), without
     creating an SQLite file that does not exist."""
-    url, _shown = database.connection(conf)
-    if database.sqlite_file_missing(url):
+    url, _shown = db.connection(conf)
+    if db.sqlite_file_missing(url):
         return None
-    with database.opened(conf) as engine:
+    with db.opened(conf) as engine:
         return migration.current(engine)
 
 

@@ -32,9 +32,8 @@ from oslo_policy import policy as oslo_policy
 from oslo_upgradecheck import upgradecheck
 from oslo_upgradecheck.upgradecheck import Code, Result
 
-from instance_aware import conf as ia_conf
-from instance_aware import policies, version
-from instance_aware.cmd import console, database, glance, schema
+from instance_aware import config, policies, version
+from instance_aware.cmd import console, db, glance, schema
 from instance_aware.keys import lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import migration
@@ -54,7 +53,7 @@ class Checks(upgradecheck.UpgradeCommands):
     def _check_schema(self) -> Result:
         head = migration.head()
         try:
-            _url, shown = database.connection(self.conf)
+            _url, shown = db.connection(self.conf)
             current = schema.current(self.conf)
         except console.CommandError as exc:
             return Result(Code.FAILURE, str(exc))
@@ -88,8 +87,7 @@ class Checks(upgradecheck.UpgradeCommands):
                                     'known.')
 
     def _check_key_manager(self) -> Result:
-        key_opts.register_opts(self.conf)
-        if not self.conf[key_opts.GROUP].enabled:
+        if not key_opts.KeyOptions.load(self.conf).enabled:
             return Result(Code.SUCCESS, 'The key lifecycle is off: '
                                         'encryption properties are stored '
                                         'without checking their secrets.')
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     configuration files are Glance API's, as for ``instance-aware-manage``.
     """
     conf = cfg.ConfigOpts()
-    ia_conf.register_opts(conf)
+    config.register_opts(conf)
     glance.register_opts(conf)
     key_opts.register_opts(conf)
     checks = Checks(conf)

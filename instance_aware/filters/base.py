@@ -4,7 +4,7 @@ Shaped like :class:`oslo_middleware.base.ConfigurableMiddleware` (a paste
 ``factory`` classmethod, ``process_request`` / ``process_response``), with
 four differences that matter here:
 
-* options are read through :class:`instance_aware.conf.FilterConfig`, so
+* options are read through :class:`instance_aware.config.FilterConfig`, so
   paste keys override ``[instance_aware]`` for this filter only;
 * ``__call__`` is a plain ``process_request`` / ``process_response`` flow
   without per-request introspection;
@@ -28,14 +28,13 @@ import webob.exc
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from instance_aware import conf as ia_conf
+from instance_aware import config, database
 from instance_aware.filters import headroom
 from instance_aware.http import codec, documents, faults, reading
 from instance_aware.http.request import Request
 from instance_aware.policies.checks import Checks
 from instance_aware.store import engine as store_engine
 from instance_aware.store import errors as store_errors
-from instance_aware.store import retry as store_retry
 from instance_aware.store.records import Records
 
 if TYPE_CHECKING:
@@ -64,21 +63,21 @@ class Filter:
                 ) -> Callable[[WSGIApplication], WSGIApplication]:
         """Paste filter factory: paste keys override ``[instance_aware]``;
         the filter runs with room on the frame stack (:mod:`.headroom`)."""
-        conf = dict(global_conf or {})
-        conf.update(local_conf)
+        paste = {**(global_conf or {}), **local_conf}
 
         def _factory(app: WSGIApplication) -> WSGIApplication:
-            return headroom.Headroom(cls(app, conf))
+            return headroom.Headroom(cls(app, paste))
 
         return _factory
 
     def __init__(self, application: WSGIApplication,
-                 conf: dict[str, Any] | None = None,
+                 conf: config.Paste | None = None,
                  oslo_conf: cfg.ConfigOpts | None = None) -> None:
+        """``conf``: the paste keys; ``oslo_conf``: the service's
+        configuration (default the global one), also oslo.policy's."""
         self.application = application
-        self.conf = dict(conf or {})
         self.oslo_conf = oslo_conf if oslo_conf is not None else cfg.CONF
-        self.config = ia_conf.FilterConfig(self.oslo_conf, self.conf)
+        self.config = config.FilterConfig.load(self.oslo_conf, conf)
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
@@ -174,15 +173,7 @@ class Filter:
     @functools.cached_property
     def database(self) -> store_engine.Database:
         """The mapping database (engine shared per process and URL)."""
-        engine = store_engine.get_engine(
-            self.config.connection,
-            pool_size=self.config.db_pool_size,
-            max_overflow=self.config.db_max_overflow,
-            pool_timeout=self.config.db_pool_timeout,
-            connect_timeout=self.config.db_connect_timeout,
-            ping_after_idle=self.config.db_ping_after_idle)
-        return store_engine.Database(
-            engine, store_retry.RetryPolicy.from_config(self.config))
+        return database.open_database(self.config)
 
     @functools.cached_property
     def records(self) -> Records:

@@ -8,8 +8,8 @@ copied.  Past the first few MiB of a body the hashing runs in a thread
 of its own beside the transfer (:class:`StreamHasher`), so that it costs
 the transfer little where a core is free.  The algorithm is Glance's
 ``os_hash_algo``: ``[DEFAULT] hashing_algorithm`` when Glance's options
-are registered in the process, else this filter's paste key
-``hashing_algorithm``, else sha512 (Glance's default).  In the same pass
+are registered in the process, else this filter's option
+``hashing_algorithm`` (sha512, Glance's default).  In the same pass
 a BLAKE3 fingerprint of the bytes is computed (option
 ``fingerprint_image_data``, on by default): downloads are checked against
 it, because sha512 (about 0.8 GiB/s a core) is slower than a download
@@ -136,8 +136,6 @@ LOG = logging.getLogger(__name__)
 
 #: Glance's default ``hashing_algorithm``.
 DEFAULT_ALGORITHM = 'sha512'
-#: Paste key naming the algorithm when Glance's options are not loaded.
-ALGORITHM_KEY = 'hashing_algorithm'
 
 __all__ = ['BATCH_SIZE', 'THREAD_THRESHOLD', 'CheckedBody',
            'DataIntegrityFilter', 'Ending', 'HashingReader',
@@ -235,12 +233,12 @@ class DataIntegrityFilter(base.Filter):
 
     @property
     def algorithm(self) -> str:
-        """Glance's ``hashing_algorithm``, else ours, else sha512."""
+        """Glance's ``hashing_algorithm``, else ours (default sha512)."""
         try:
             name = self.oslo_conf.hashing_algorithm
         except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
             name = None
-        return str(name or self.conf.get(ALGORITHM_KEY) or DEFAULT_ALGORITHM)
+        return str(name or self.config.hashing_algorithm or DEFAULT_ALGORITHM)
 
     def _rewriting_plugins(self) -> list[str]:
         """Import plugins that the configuration says may rewrite data."""

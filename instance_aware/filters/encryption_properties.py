@@ -137,8 +137,7 @@ class EncryptionPropertiesFilter(CapturingFilter):
     def lifecycle(self) -> key_lifecycle.KeyLifecycle | None:
         """The key lifecycle, unless ``[instance_aware_keys] enabled`` is
         off (built on first use: castellan is not loaded otherwise)."""
-        key_opts.register_opts(self.oslo_conf)
-        if not self.oslo_conf[key_opts.GROUP].enabled:
+        if not key_opts.KeyOptions.load(self.oslo_conf).enabled:
             return None
         return key_lifecycle.KeyLifecycle(
             self.oslo_conf, self.records.db, self.config.registry_id)

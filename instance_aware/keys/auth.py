@@ -184,8 +184,7 @@ def caller_context(conf: cfg.ConfigOpts, ctx: oslo_context.RequestContext
         carries no token (a pipeline without ``authtoken``: a deployment
         error).
     """
-    opts.register_opts(conf)
-    group = conf[opts.GROUP]
+    group = opts.KeyOptions.load(conf)
     if not (ctx.user_id or ctx.project_id or ctx.auth_token):
         raise errors.KeyNotAccessible(
             'an anonymous caller cannot use key manager secrets',
@@ -221,8 +220,7 @@ def service_contexts(conf: cfg.ConfigOpts) -> ServiceContextFactory:
 
     :raises cfg.RequiredOptError: ``token`` mode without credentials.
     """
-    opts.register_opts(conf)
-    group = conf[opts.GROUP]
+    group = opts.KeyOptions.load(conf)
     timeout = group.timeout
     if group.auth_mode == opts.TRUSTED_HEADERS:
 

@@ -575,8 +575,7 @@ class KeyLifecycle:
 def configuration_problem(conf: cfg.ConfigOpts) -> str | None:
     """Why the key lifecycle cannot work with this configuration
     (``None``: it may, or it is off), checked once at start-up."""
-    opts.register_opts(conf)
-    if not conf[opts.GROUP].enabled:
+    if not opts.KeyOptions.load(conf).enabled:
         return None
     castellan_key_manager.API(conf)  # registers [key_manager], [barbican]
     return opts.missing_key_manager(conf)

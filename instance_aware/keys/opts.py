@@ -19,9 +19,12 @@ This group only says how *we* authenticate to it:
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
+
+from instance_aware import config
 
 GROUP = 'instance_aware_keys'
 
@@ -65,6 +68,21 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class KeyOptions:
+    """``[instance_aware_keys]``, read once (keystoneauth reads the service
+    credentials of the group itself)."""
+
+    enabled: bool
+    auth_mode: str
+    timeout: float
+
+    @classmethod
+    def load(cls, conf: cfg.ConfigOpts) -> KeyOptions:
+        register_opts(conf)
+        return config.load(cls, config.read(conf, GROUP, OPTS))
+
+
 #: castellan's names of its Barbican backend (``[key_manager] backend``).
 BARBICAN_BACKENDS = frozenset({
     'barbican', 'castellan.key_manager.barbican_key_manager.'
@@ -84,7 +102,7 @@ def missing_key_manager(conf: cfg.ConfigOpts) -> str | None:
         return None
     if conf.barbican.barbican_endpoint:
         return None
-    if conf[GROUP].auth_mode == TRUSTED_HEADERS:
+    if KeyOptions.load(conf).auth_mode == TRUSTED_HEADERS:
         return ('[barbican] barbican_endpoint is not set: '
                 f'[{GROUP}] auth_mode = {TRUSTED_HEADERS} sends no token, '
                 'so there is no service catalog to find Barbican in')

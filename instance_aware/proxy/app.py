@@ -12,7 +12,7 @@ import http
 import json
 import threading
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import urllib3
@@ -21,6 +21,7 @@ import webob.exc
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from instance_aware import config
 from instance_aware.http import faults, reading, routing
 from instance_aware.proxy import headers as proxy_headers
 from instance_aware.proxy import links, options, transfer
@@ -38,7 +39,7 @@ _RETRY_METHODS = frozenset({'GET', 'HEAD', 'OPTIONS'})
 class ProxyApp:
     """Forward every request to ``upstream`` (innermost application)."""
 
-    def __init__(self, conf: Mapping[str, Any] | None = None,
+    def __init__(self, conf: config.Paste | None = None,
                  oslo_conf: cfg.ConfigOpts | None = None) -> None:
         self.settings = options.Settings.load(
             oslo_conf if oslo_conf is not None else cfg.CONF, conf)

@@ -1,19 +1,18 @@
 """Options of the standalone proxy, ``[instance_aware_proxy]``.
 
 Every option may also be a key of the paste section of
-``instance_aware_proxy``, which wins; values are parsed with the option's
-type when the application is built, so a bad one stops the service
-start instead of failing requests.
+``instance_aware_proxy``, which wins (read by :mod:`instance_aware.config`,
+as the filters' options are).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 from oslo_config import cfg
+
+from instance_aware import config
 
 GROUP = 'instance_aware_proxy'
 
@@ -131,25 +130,12 @@ class Settings:
 
     @classmethod
     def load(cls, conf: cfg.ConfigOpts,
-             local_conf: Mapping[str, Any] | None = None) -> Settings:
-        """Parse paste values with each option's type; check ``upstream``.
+             paste: config.Paste | None = None) -> Settings:
+        """Read the group, paste keys first; ``upstream`` is required.
 
-        A bad value fails the service start, not a request.
+        A bad or missing value fails the service start, not a request.
         """
-        register_opts(conf)
-        values: dict[str, Any] = {}
-        local = dict(local_conf or {})
-        for opt in OPTS:
-            raw = local.get(opt.dest)
-            if raw is None:
-                values[opt.dest] = getattr(conf[GROUP], opt.dest)
-                continue
-            try:
-                values[opt.dest] = opt.type(raw) if isinstance(
-                    raw, str) else raw
-            except (ValueError, TypeError) as exc:
-                raise cfg.ConfigFileValueError(
-                    f'paste option {opt.dest}={raw!r}: {exc}') from exc
+        values = config.read(conf, GROUP, OPTS, paste)
         if not values['upstream']:
             raise cfg.RequiredOptError('upstream', cfg.OptGroup(GROUP))
-        return cls(**values)
+        return config.load(cls, values)

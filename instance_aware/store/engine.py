@@ -185,14 +185,21 @@ def _dispose_twin(engine: sa.Engine) -> None:
 os.register_at_fork(after_in_child=_dispose_after_fork)
 
 
-def get_engine(url: str, **kwargs: Any) -> sa.Engine:
-    """The process-wide engine for ``url``."""
+def get_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
+               pool_timeout: int = 10, connect_timeout: int = 5,
+               ping_after_idle: float = 1.0) -> sa.Engine:
+    """The process-wide engine for ``url``, made by :func:`create_engine`
+    with these settings when the process first asks for ``url``."""
     engine = _engines.get(url)
     if engine is None:
         with _lock:
             engine = _engines.get(url)
             if engine is None:
-                engine = _engines[url] = create_engine(url, **kwargs)
+                engine = _engines[url] = create_engine(
+                    url, pool_size=pool_size, max_overflow=max_overflow,
+                    pool_timeout=pool_timeout,
+                    connect_timeout=connect_timeout,
+                    ping_after_idle=ping_after_idle)
     return engine
 
 
@@ -209,14 +216,13 @@ class Database:
 
     ``retry`` is how store methods decorated with
     :func:`instance_aware.store.retry.transaction` re-run a write that lost
-    a race; by default the ``[instance_aware]`` options of the service's
-    global configuration.
+    a race (default: the policy's defaults).
     """
 
     def __init__(self, engine: sa.Engine,
                  retry: store_retry.RetryPolicy | None = None) -> None:
         self.engine = engine
-        self.retry = retry if retry is not None else store_retry.configured()
+        self.retry = retry or store_retry.RetryPolicy()
         self._readers = orm.sessionmaker(engine, expire_on_commit=False)
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._writers = orm.sessionmaker(self._write_engine,

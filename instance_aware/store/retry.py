@@ -12,30 +12,20 @@ unique constraint) are never retried: re-running cannot change them.
 
 The policy belongs to a :class:`~instance_aware.store.engine.Database`;
 store methods that open one write transaction are decorated with
-:func:`transaction`.  Its options are ``db_max_retries``,
-``db_retry_interval`` and ``db_max_retry_interval`` of
-``[instance_aware]``.
+:func:`transaction`.  The store takes the policy as plain numbers: the
+callers build it from their options (:mod:`instance_aware.database`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Concatenate,
-    ParamSpec,
-    Protocol,
-    TypeVar,
-)
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
-from oslo_config import cfg
 from oslo_db import api as oslo_db_api
 from oslo_log import log as logging
 
-from instance_aware import conf as ia_conf
 from instance_aware.store import errors
 
 if TYPE_CHECKING:
@@ -63,25 +53,18 @@ class RetryPolicy:
     time below twice the previous bound (``interval * 2**n``), never more
     than ``max_interval``: :class:`oslo_db.api.wrap_db_retry` with
     ``inc_retry_interval`` and ``jitter``.  ``max_retries=0`` retries
-    nothing.
+    nothing.  The defaults equal the defaults of the options that set
+    it (``db_max_retries`` ...).
     """
 
-    max_retries: int
-    interval: float
-    max_interval: float
+    max_retries: int = 5
+    interval: float = 0.05
+    max_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.interval < 0 or (
                 self.max_interval < 0):
             raise ValueError(f'negative retry setting in {self!r}')
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> RetryPolicy:
-        """The policy of a :class:`~instance_aware.conf.FilterConfig`
-        (paste keys included) or of any mapping of the option names."""
-        return cls(max_retries=int(config['db_max_retries']),
-                   interval=float(config['db_retry_interval']),
-                   max_interval=float(config['db_max_retry_interval']))
 
     def call(self, func: Callable[P, R], *args: P.args,
              **kwargs: P.kwargs) -> R:
@@ -91,13 +74,6 @@ class RetryPolicy:
             inc_retry_interval=True, max_retry_interval=self.max_interval,
             exception_checker=lost_race, jitter=True)(func)
         return retried(*args, **kwargs)
-
-
-def configured(conf: cfg.ConfigOpts | None = None) -> RetryPolicy:
-    """The policy set in ``[instance_aware]`` of ``conf`` (default the
-    service's global configuration)."""
-    return RetryPolicy.from_config(
-        ia_conf.FilterConfig(cfg.CONF if conf is None else conf))
 
 
 class HasDatabase(Protocol):

@@ -12,7 +12,7 @@ import configparser
 import pathlib
 import re
 
-from instance_aware import conf as ia_conf
+from instance_aware import opts
 from instance_aware.cmd import main
 from tests import docsnippets
 
@@ -78,7 +78,7 @@ def test_configuration_reference_describes_every_option_group() -> None:
         encoding='utf-8')
     index = (docsnippets.DOC / 'configuration' / 'index.rst').read_text(
         encoding='utf-8')
-    groups = [group for group, _opts in ia_conf.list_opts()]
+    groups = [group for group, _opts in opts.list_opts()]
     assert len(groups) == 4, groups
     for group in groups:
         assert f'``[{group}]``' in page, group

@@ -15,7 +15,7 @@ from oslo_config import cfg
 from oslo_middleware import healthcheck
 from oslo_middleware.healthcheck import opts as healthcheck_opts
 
-from instance_aware import conf as ia_conf
+from instance_aware import config
 from instance_aware.store import engine as store_engine
 from instance_aware.store import migration
 
@@ -30,7 +30,7 @@ def _get(connection: str, detailed: bool = False) -> webob.Response:
     conf.set_override('backends', ['instance_aware_store'],
                       group='healthcheck')
     conf.set_override('detailed', detailed, group='healthcheck')
-    ia_conf.register_opts(conf)
+    config.register_opts(conf)
     conf.set_override('connection', connection, group='instance_aware')
     conf.set_override('db_connect_timeout', 1, group='instance_aware')
     app = healthcheck.Healthcheck(None, conf)

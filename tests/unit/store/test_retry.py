@@ -16,10 +16,8 @@ from typing import Any
 import pymysql
 import pytest
 import sqlalchemy.exc
-from oslo_config import cfg
 from oslo_db import api as oslo_db_api
 
-from instance_aware import conf as ia_conf
 from instance_aware.store import errors, retry
 
 
@@ -170,41 +168,6 @@ def test_transaction_decorator_uses_the_policy_of_its_database(
     with pytest.raises(errors.LostRace):
         stingy.write('y')
     assert stingy.flaky.calls == 2
-
-
-@pytest.fixture
-def conf() -> cfg.ConfigOpts:
-    c = cfg.ConfigOpts()
-    c([], project='glance')
-    return c
-
-
-def test_options_default_and_override(conf: cfg.ConfigOpts) -> None:
-    assert retry.configured(conf) == retry.RetryPolicy(5, 0.05, 1.0)
-    conf.set_override('db_max_retries', 9, group=ia_conf.GROUP)
-    conf.set_override('db_retry_interval', 0.2, group=ia_conf.GROUP)
-    conf.set_override('db_max_retry_interval', 3, group=ia_conf.GROUP)
-    assert retry.configured(conf) == retry.RetryPolicy(9, 0.2, 3.0)
-
-
-def test_paste_keys_set_the_policy_of_one_filter(
-        conf: cfg.ConfigOpts) -> None:
-    config = ia_conf.FilterConfig(conf, {'db_max_retries': '0',
-                                         'db_retry_interval': '0.5'})
-    assert retry.RetryPolicy.from_config(config) == retry.RetryPolicy(
-        0, 0.5, 1.0)
-    assert retry.configured(conf).max_retries == 5
-
-
-@pytest.mark.parametrize(('key', 'value'), [
-    pytest.param('db_max_retries', '-1', id='negative-retries'),
-    pytest.param('db_retry_interval', '-0.1', id='negative-interval'),
-    pytest.param('db_max_retry_interval', 'soon', id='not-a-number'),
-])
-def test_bad_retry_settings_fail_at_construction(
-        conf: cfg.ConfigOpts, key: str, value: str) -> None:
-    with pytest.raises(cfg.ConfigFileValueError, match=key):
-        ia_conf.FilterConfig(conf, {key: value})
 
 
 class _LosingOnce:

@@ -16,11 +16,10 @@ import sqlalchemy as sa
 from oslo_config import cfg
 from sqlalchemy.engine import make_url
 
-from instance_aware import conf as ia_conf
+from instance_aware import config, database
 from instance_aware.cmd.console import CommandError
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import errors
-from instance_aware.store import retry as store_retry
 
 
 def reason(exc: BaseException) -> str:
@@ -61,7 +60,7 @@ def require_configuration(conf: cfg.ConfigOpts) -> None:
 def connection(conf: cfg.ConfigOpts) -> tuple[str, str]:
     """The configured URL, and how to show it (without the password)."""
     require_configuration(conf)
-    url = ia_conf.FilterConfig(conf)['connection']
+    url = config.FilterConfig.load(conf).connection
     try:
         shown = make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError as exc:
@@ -79,9 +78,8 @@ def opened(conf: cfg.ConfigOpts) -> Iterator[sa.Engine]:
     try:
         with errors.translated():
             engine = ia_engine.create_engine(
-                url,
-                connect_timeout=ia_conf.FilterConfig(conf)[
-                    'db_connect_timeout'])
+                url, connect_timeout=config.FilterConfig.load(
+                    conf).db_connect_timeout)
             yield engine
     except (errors.StoreError, sa.exc.SQLAlchemyError, OSError,
             ImportError) as exc:
@@ -92,11 +90,10 @@ def opened(conf: cfg.ConfigOpts) -> Iterator[sa.Engine]:
 
 
 def store(engine: sa.Engine,
-          settings: ia_conf.FilterConfig) -> ia_engine.Database:
-    """The mapping database with this command's retry options (not those
-    of the global configuration the store falls back to)."""
+          settings: config.FilterConfig) -> ia_engine.Database:
+    """The mapping database with this command's retry options."""
     return ia_engine.Database(
-        engine, store_retry.RetryPolicy.from_config(settings))
+        engine, database.retry_policy(settings))
 
 
 def sqlite_file_missing(url: str) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from oslo_config import cfg
 
-from instance_aware import conf as ia_conf
+from instance_aware import config
 
 
 @pytest.fixture
@@ -16,20 +18,21 @@ def conf() -> cfg.ConfigOpts:
 
 
 def test_default_connection_is_sqlite_file_in_state_path(conf):
-    view = ia_conf.FilterConfig(conf)
-    assert view['connection'] == (
+    view = config.FilterConfig.load(conf)
+    assert view.connection == (
         'sqlite:////var/lib/glance/instance_aware.sqlite')
     conf.set_override('state_path', '/srv/g', group='instance_aware')
+    view = config.FilterConfig.load(conf)
     assert view.connection == 'sqlite:////srv/g/instance_aware.sqlite'
 
 
 def test_paste_key_wins_for_this_filter_only(conf):
-    ia_conf.register_opts(conf)
+    config.register_opts(conf)
     conf.set_override('registry_id', 'from-file', group='instance_aware')
-    mine = ia_conf.FilterConfig(conf, {'registry_id': 'from-paste',
-                                       'max_json_body_size': '4096',
-                                       'unrelated': 'x'})
-    other = ia_conf.FilterConfig(conf)
+    mine = config.FilterConfig.load(conf, {'registry_id': 'from-paste',
+                                              'max_json_body_size': '4096',
+                                              'unrelated': 'x'})
+    other = config.FilterConfig.load(conf)
     assert mine.registry_id == 'from-paste'
     assert mine.max_json_body_size == 4096
     assert other.registry_id == 'from-file'
@@ -43,15 +46,13 @@ def test_paste_key_wins_for_this_filter_only(conf):
 ])
 def test_bad_paste_value_fails_at_construction(conf, key, value):
     with pytest.raises(cfg.ConfigFileValueError, match=key):
-        ia_conf.FilterConfig(conf, {key: value})
+        config.FilterConfig.load(conf, {key: value})
 
 
-def test_list_opts_returns_copies():
-    listed = dict(ia_conf.list_opts())
-    assert set(listed) == {'instance_aware', 'instance_aware_registry',
-                           'instance_aware_keys', 'instance_aware_proxy'}
-    opts = listed['instance_aware']
-    assert {o.dest for o in opts} >= {'connection', 'registry_id'}
-    assert all(a is not b for a, b in zip(opts, ia_conf.OPTS, strict=True))
-    assert {o.dest for o in listed['instance_aware_registry']} >= {
-        'endpoint', 'trusted_headers', 'auth_type', 'timeout'}
+def test_one_typed_field_per_option(conf):
+    fields = {field.name for field in dataclasses.fields(config.FilterConfig)}
+    assert fields == {opt.dest for opt in config.OPTS}
+    loaded = config.FilterConfig.load(conf, {'instance_keys': 'a,b',
+                                             'verify_image_data': 'false'})
+    assert loaded.instance_keys == ['a', 'b']
+    assert loaded.verify_image_data is False

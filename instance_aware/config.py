@@ -1,24 +1,43 @@
-"""Configuration options of the ``[instance_aware]`` group.
+"""The one reader of options: a paste key first, then ``[group]``.
 
-Options live in the service's own config file (Glance's ``glance-api.conf``)
-under ``[instance_aware]``.  Each one may also be set as a key in the paste
-filter section; such a key wins for that filter only.  Paste values are
-converted by the option's own type into a private overrides mapping, so the
-global :data:`oslo_config.cfg.CONF` is never mutated (unlike
-``ConfigurableMiddleware._conf_get``, which calls ``set_override``).
+Options live in the service's own configuration file (Glance's
+``glance-api.conf``, or ``instance-aware.conf`` of the standalone stack).
+Each one may also be a key of the paste section that builds a filter, the
+proxy or the healthcheck; such a key wins for that object only.  As in
+keystonemiddleware, a paste value is parsed by its option's own type into
+a private overrides mapping when the object is built, so a bad value stops
+the service start instead of failing requests, and the global
+:data:`oslo_config.cfg.CONF` is never mutated (``ConfigurableMiddleware.
+_conf_get`` calls ``set_override``).
+
+A group is read once per object into a frozen dataclass of typed fields
+(:func:`load`): :class:`FilterConfig` for ``[instance_aware]`` (the
+filters, the healthcheck, the command line), the proxy's ``Settings`` for
+``[instance_aware_proxy]``.  The ``[instance_aware]`` options are here
+because this module is the only one that reads them; the other groups stay
+beside their owners and are gathered for the generator by
+:mod:`instance_aware.opts`.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator, Mapping
-from typing import Any
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from oslo_config import cfg
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 GROUP = 'instance_aware'
 
 SQLITE_FILE = 'instance_aware.sqlite'
+
+#: Keys of a paste section (strings), or of a test's dictionary.
+Paste = Mapping[str, object]
+
+D = TypeVar('D', bound='DataclassInstance')
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -186,6 +205,13 @@ OPTS: list[cfg.Opt] = [
              "import's digest) are checked against their digest and learn "
              'the fingerprint at that verified download.  False: every '
              "download is checked with Glance's ``hashing_algorithm``."),
+    cfg.StrOpt(
+        'hashing_algorithm',
+        default='sha512',
+        help="Digest algorithm of image data (a ``hashlib`` name) where "
+             "Glance's ``[DEFAULT] hashing_algorithm`` is not loaded in "
+             'the process, as in the standalone stack: set it to the '
+             "registry's value.  Inside Glance, Glance's option wins."),
 ]
 
 
@@ -194,67 +220,81 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(OPTS, group=GROUP)
 
 
-def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """Options for ``oslo-config-generator`` (deep copies, never shared).
+def paste_overrides(opts: Iterable[cfg.Opt],
+                    paste: Paste | None) -> dict[str, object]:
+    """The paste keys naming one of ``opts``, each parsed by its type.
 
-    Includes the registry client group the manage command reads, the key
-    lifecycle group and the standalone proxy's group.
+    Other keys (paste's own, other groups') are ignored; a value that is
+    not a string (a test's dictionary) is taken as it is.
     """
-    from instance_aware import proxy  # only when listing
-    from instance_aware.cmd import glance as registry
-    from instance_aware.keys import opts as key_opts
-
-    return [(GROUP, copy.deepcopy(OPTS)), *registry.list_opts(),
-            *key_opts.list_opts(), *proxy.list_opts()]
-
-
-class FilterConfig(Mapping[str, Any]):
-    """Read-only view of ``[instance_aware]`` with paste overrides first.
-
-    Paste values are strings; each is parsed by its option's type and
-    checked once, at filter construction, so a bad paste key fails the
-    service start instead of a request.
-    """
-
-    def __init__(self, conf: cfg.ConfigOpts,
-                 local_conf: Mapping[str, Any] | None = None) -> None:
-        register_opts(conf)
-        self._conf = conf
-        self._overrides: dict[str, Any] = {}
-        known = {opt.dest: opt for opt in OPTS}
-        for key, raw in (local_conf or {}).items():
-            opt = known.get(key)
-            if opt is None:
-                continue
-            try:
-                value = opt.type(raw) if isinstance(raw, str) else raw
-            except (ValueError, TypeError) as exc:
-                raise cfg.ConfigFileValueError(
-                    f'paste option {key}={raw!r}: {exc}') from exc
-            self._overrides[key] = value
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._overrides:
-            value = self._overrides[key]
-        else:
-            value = getattr(self._conf[GROUP], key)
-        if key == 'connection' and not value:
-            value = f"sqlite:///{self['state_path']}/{SQLITE_FILE}"
-        return value
-
-    def __getattr__(self, key: str) -> Any:
+    known = {opt.dest: opt for opt in opts}
+    parsed: dict[str, object] = {}
+    for key, raw in (paste or {}).items():
+        opt = known.get(key)
+        if opt is None or raw is None:
+            continue
         try:
-            return self[key]
-        except (KeyError, cfg.NoSuchOptError) as exc:
-            raise AttributeError(key) from exc
+            parsed[key] = opt.type(raw) if isinstance(raw, str) else raw
+        except (ValueError, TypeError) as exc:
+            raise cfg.ConfigFileValueError(
+                f'paste option {key}={raw!r}: {exc}') from exc
+    return parsed
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(opt.dest for opt in OPTS)
 
-    def __len__(self) -> int:
-        return len(OPTS)
+def read(conf: cfg.ConfigOpts, group: str, opts: Sequence[cfg.Opt],
+         paste: Paste | None = None) -> dict[str, object]:
+    """Every option of ``group``: its paste key if given, else ``conf``'s
+    value (``opts`` are registered first, which is idempotent)."""
+    conf.register_opts(opts, group=group)
+    values = paste_overrides(opts, paste)
+    section = conf[group]
+    for opt in opts:
+        if opt.dest not in values:
+            values[opt.dest] = getattr(section, opt.dest)
+    return values
 
-    @property
-    def oslo_conf(self) -> cfg.ConfigOpts:
-        """The service's configuration object (for oslo.policy and logs)."""
-        return self._conf
+
+def load(kind: type[D], values: Mapping[str, object]) -> D:
+    """``kind`` built from the values :func:`read` returned: one typed
+    field per option (the option types guarantee the field types)."""
+    return kind(**{field.name: values[field.name]
+                   for field in dataclasses.fields(kind)})
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterConfig:
+    """The ``[instance_aware]`` options one filter (or command) runs with.
+
+    ``connection`` is never empty: unset, it names the SQLite file in
+    ``state_path``.
+    """
+
+    connection: str
+    state_path: str
+    registry_id: str
+    db_pool_size: int
+    db_max_overflow: int
+    db_pool_timeout: int
+    db_connect_timeout: int
+    db_ping_after_idle: float
+    db_max_retries: int
+    db_retry_interval: float
+    db_max_retry_interval: float
+    instance_keys: list[str]
+    encryption_formats: list[str]
+    image_conversion_enabled: bool
+    list_strategy: str
+    max_json_body_size: int
+    verify_image_data: bool
+    fingerprint_image_data: bool
+    hashing_algorithm: str
+
+    @classmethod
+    def load(cls, conf: cfg.ConfigOpts,
+             paste: Paste | None = None) -> FilterConfig:
+        """Read ``[instance_aware]`` of ``conf``, ``paste`` keys first."""
+        values = read(conf, GROUP, OPTS, paste)
+        if not values['connection']:
+            values['connection'] = (
+                f"sqlite:///{values['state_path']}/{SQLITE_FILE}")
+        return load(cls, values)
