@@ -27,11 +27,9 @@ def is_uuid(value: object) -> bool:
     return uuidutils.is_uuid_like(value)
 
 
-def canonical(value: str) -> str | None:
-    """``value`` in canonical form (lower case, dashed); ``None`` if it
-    is not a UUID (:func:`is_uuid`)."""
-    if not uuidutils.is_uuid_like(value):
-        return None
+def canonical(value: str) -> str:
+    """A UUID :func:`is_uuid` accepts, in canonical form (lower case,
+    dashed); raises :class:`ValueError` for most other values."""
     return str(uuid.UUID(value))
 
 
