@@ -11,7 +11,8 @@ Glance 33 validates none of them; once they are stripped it cannot act on
 them either, so what it would do for an encrypted image is done here:
 the key and format are fixed once the image has data, and an import that
 Glance's conversion plugin would convert is refused (option
-``image_conversion_enabled``).
+``image_conversion_enabled``).  The names and their valid values are
+:mod:`instance_aware.filters.encryption_values`.
 """
 
 from __future__ import annotations
