@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import webob
-from oslo_utils import strutils, uuidutils
+from oslo_utils import strutils
 
-from instance_aware.http import codec, faults
+from instance_aware import uuids
+from instance_aware.http import documents, faults
 from instance_aware.http.request import Request
 from instance_aware.store.records import Related
 
@@ -69,18 +69,10 @@ def entry(related: Related) -> dict[str, Any]:
     }
 
 
-def _json_response(document: Any) -> webob.Response:
-    response = webob.Response(status=200)
-    response.content_type = 'application/json'
-    response.charset = None
-    response.body = codec.dumps(document)
-    return response
-
-
 def _uuid(name: str, value: str) -> str:
-    if not uuidutils.is_uuid_like(value):
+    if not uuids.is_uuid(value):
         raise faults.bad_request(f"Invalid {name} '{value}': not a UUID.")
-    return str(uuid.UUID(value))
+    return uuids.canonical(value)
 
 
 def _bool(name: str, value: str | None) -> bool:
@@ -150,7 +142,7 @@ def _list(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
     if len(found) == limit:
         params['marker'] = found[-1].image_id
         document['next'] = f'{base}?{urllib.parse.urlencode(params)}'
-    return _json_response(document)
+    return documents.json_response(document)
 
 
 def _one(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
@@ -161,4 +153,4 @@ def _one(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
             req.context, related.project_id):
         raise faults.not_found(
             f'No instance relation found for image {image_id}.')
-    return _json_response(entry(related))
+    return documents.json_response(entry(related))

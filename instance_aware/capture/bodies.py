@@ -20,6 +20,8 @@ from instance_aware.http import faults
 from instance_aware.http.request import PATCH_V20, PATCH_V21
 
 OPERATIONS = ('add', 'remove', 'replace')
+#: The pointer of a change that has none (Glance answers 400).
+MISSING = object()
 
 #: Glance's limit on a custom property name, and on a captured value (the
 #: length we index on).
@@ -58,19 +60,21 @@ def decode_pointer(pointer: Any) -> list[str] | None:
             for part in pointer.lstrip('/').split('/')]
 
 
-def _operation(raw: Any, media_type: str) -> tuple[str, Any] | None:
-    """``(op, pointer)`` of a raw change, ``None`` if it is malformed."""
+def op_and_pointer(raw: Any, media_type: str) -> tuple[Any, Any]:
+    """``(op, pointer)`` of a raw change as Glance reads them: v2.1 names
+    them ``op`` and ``path``, v2.0 names the member after the operation.
+
+    Neither is checked: the op is ``None`` when there is none (v2.0: no
+    member named after an operation), the pointer :data:`MISSING`.
+    """
     if not isinstance(raw, dict):
-        return None
+        return None, MISSING
     if media_type == PATCH_V21:
-        op = raw.get('op')
-        if op not in OPERATIONS or 'path' not in raw:
-            return None
-        return op, raw['path']
+        return raw.get('op'), raw.get('path', MISSING)
     for op in OPERATIONS:
         if op in raw:
             return op, raw[op]
-    return None
+    return None, MISSING
 
 
 def check_value(key: str, value: Any) -> str:
@@ -111,12 +115,12 @@ def split_patch(document: list[Any], media_type: str,
     captured: list[Operation] = []
     forwarded: list[Any] = []
     for raw in document:
-        parsed = _operation(raw, media_type)
-        path = decode_pointer(parsed[1]) if parsed else None
-        if parsed is None or path is None or path[0] not in keys:
+        op, pointer = op_and_pointer(raw, media_type)
+        # A malformed operation (or an unknown op) is never captured.
+        path = decode_pointer(pointer) if op in OPERATIONS else None
+        if path is None or path[0] not in keys:
             forwarded.append(raw)
             continue
-        op, _pointer = parsed
         key = path[0]
         if len(path) != 1:
             raise faults.bad_request(
@@ -193,6 +197,7 @@ _ABSENT = object()
 
 __all__ = [
     'MAX_KEY_LENGTH',
+    'MISSING',
     'OPERATIONS',
     'PATCH_V20',
     'PATCH_V21',
@@ -201,6 +206,7 @@ __all__ = [
     'check_value',
     'decode_pointer',
     'merge_into',
+    'op_and_pointer',
     'split_create',
     'split_patch',
     'strip_from',

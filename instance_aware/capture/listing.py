@@ -34,8 +34,6 @@ from typing import Any
 
 from oslo_utils import timeutils
 
-from instance_aware.http import codec
-
 #: Query keys Glance handles itself (everything else is a property filter).
 GLANCE_KEYS = frozenset({
     'limit', 'marker', 'sort_key', 'sort_dir', 'sort', 'member_status',
@@ -158,16 +156,16 @@ def marker_of(next_link: str | None) -> str | None:
     return values[-1] if values else None
 
 
-def list_body(images: list[dict[str, Any]], query: Query,
-              next_marker: str | None) -> bytes:
-    """A list response body laid out as Glance lays it out."""
+def list_document(images: list[dict[str, Any]], query: Query,
+                  next_marker: str | None) -> dict[str, Any]:
+    """A list response document laid out as Glance lays it out."""
     body: dict[str, Any] = {'images': images}
     link = links(query, next_marker)
     body['first'] = link['first']
     body['schema'] = '/v2/schemas/images'
     if 'next' in link:
         body['next'] = link['next']
-    return codec.dumps(body)
+    return body
 
 
 @dataclasses.dataclass

@@ -23,10 +23,8 @@ import dataclasses
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from oslo_utils import uuidutils
-
 from instance_aware.capture import listing
-from instance_aware.filters import encryption_properties as encryption
+from instance_aware.filters import encryption_values as encryption
 from instance_aware.filters import instance_metadata
 from instance_aware.store import models
 from instance_aware.store.records import Records, RelationFields
@@ -64,8 +62,8 @@ def concerns(instance_keys: Collection[str],
     """The concerns the stack captures, configured as the filters are."""
 
     def instance_problems(values: Mapping[str, str]) -> list[str]:
-        return [f"'{key}' is not a UUID" for key in instance_metadata.UUID_KEYS
-                if key in values and not uuidutils.is_uuid_like(values[key])]
+        return [f"'{key}' is not a UUID"
+                for key in instance_metadata.invalid_uuids(values)]
 
     return [
         Concern(models.INSTANCE,
@@ -75,17 +73,6 @@ def concerns(instance_keys: Collection[str],
                 lambda values: encryption.problems(values,
                                                    encryption_formats)),
     ]
-
-
-def _relation(values: Mapping[str, str], trust: bool) -> RelationFields:
-    canonical = instance_metadata.canonical_uuid
-    return RelationFields(
-        instance_uuid=canonical(values.get(instance_metadata.INSTANCE_UUID)),
-        installation_uuid=canonical(
-            values.get(instance_metadata.INSTALLATION_UUID)),
-        image_type=values.get('image_type'),
-        backup_type=values.get('backup_type'),
-        trusted=trust, asserted_by=None)
 
 
 def adopt(records: Records, images: Iterable[dict[str, Any]],
@@ -125,12 +112,13 @@ def adopt(records: Records, images: Iterable[dict[str, Any]],
             values = dict(found[concern.name])
             if stored is not None and stored.state == models.ACTIVE:
                 values.update(stored.values)
-            relation = None
+            relation: RelationFields | None = None
             if concern.name == models.INSTANCE:
-                relation = _relation(values, trust)
+                relation = instance_metadata.relation_of(values,
+                                                         trusted=trust)
                 kept = stored.relation if stored is not None else None
-                if kept is not None and dataclasses.replace(
-                        kept, trusted=trust, asserted_by=None) == relation:
+                if kept is not None and instance_metadata.relates_alike(
+                        kept, relation):
                     relation = kept  # unchanged: who asserted it stays
             records.replace(image_id, concern.name, image.get('owner'),
                             values, relation, created)

@@ -11,7 +11,8 @@ Glance 33 validates none of them; once they are stripped it cannot act on
 them either, so what it would do for an encrypted image is done here:
 the key and format are fixed once the image has data, and an import that
 Glance's conversion plugin would convert is refused (option
-``image_conversion_enabled``).
+``image_conversion_enabled``).  The names and their valid values are
+:mod:`instance_aware.filters.encryption_values`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,18 @@ from typing import Any
 import webob
 import webob.exc
 from oslo_log import log as logging
-from oslo_utils import uuidutils
 
+from instance_aware.capture import state
 from instance_aware.capture.filter import CapturingFilter
+from instance_aware.filters.encryption_values import (
+    FIXED_WITH_DATA,
+    FORMAT,
+    KEY_ID,
+    KEYS,
+    LEGACY_KEY_ID,
+    keys_of,
+    problems,
+)
 from instance_aware.http import documents, faults
 from instance_aware.http.request import Request
 from instance_aware.keys import errors as key_errors
@@ -36,71 +46,8 @@ from instance_aware.store import models
 
 LOG = logging.getLogger(__name__)
 
-FORMAT = 'os_encrypt_format'
-CIPHER = 'os_encrypt_cipher'
-KEY_ID = 'os_encrypt_key_id'
-DELETION_POLICY = 'os_encrypt_key_deletion_policy'
-DECRYPT_CONTAINER_FORMAT = 'os_decrypt_container_format'
-DECRYPT_SIZE = 'os_decrypt_size'
-LEGACY_KEY_ID = 'cinder_encryption_key_id'
-LEGACY_DELETION_POLICY = 'cinder_encryption_key_deletion_policy'
-
-STANDARD = (FORMAT, CIPHER, KEY_ID, DELETION_POLICY,
-            DECRYPT_CONTAINER_FORMAT, DECRYPT_SIZE)
-LEGACY = (LEGACY_KEY_ID, LEGACY_DELETION_POLICY)
-KEYS = frozenset(STANDARD + LEGACY)
-DELETION_POLICIES = ('on_image_deletion', 'do_not_delete')
-#: (key id, deletion policy) pairs, standard first.
-KEY_PAIRS = ((KEY_ID, DELETION_POLICY),
-             (LEGACY_KEY_ID, LEGACY_DELETION_POLICY))
-#: What decides how the image's bytes are read: fixed once it has data.
-FIXED_WITH_DATA = (KEY_ID, FORMAT, LEGACY_KEY_ID)
 #: Import methods that only copy existing data (never converted).
 COPY_METHODS = frozenset({'copy-image'})
-#: Environ key: owner and status of images this request changes.
-_TARGETS = 'instance_aware.encryption_targets'
-
-
-def keys_of(values: Mapping[str, str]
-            ) -> dict[str, tuple[str, str | None]]:
-    """The secrets an image's values name, by key property, each with
-    its own deletion policy (an image may name one in each pair)."""
-    return {key_id: (values[key_id], values.get(policy))
-            for key_id, policy in KEY_PAIRS if values.get(key_id)}
-
-
-def problems(values: Mapping[str, str], formats: list[str]) -> list[str]:
-    """Why ``values`` cannot be stored, one sentence each (empty: valid)."""
-    found: list[str] = []
-    for key in (KEY_ID, LEGACY_KEY_ID):
-        value = values.get(key)
-        if value is not None and not uuidutils.is_uuid_like(value):
-            found.append(f"Invalid value for property '{key}': '{value}' "
-                         'is not a UUID.')
-    for key in (DELETION_POLICY, LEGACY_DELETION_POLICY):
-        value = values.get(key)
-        if value is not None and value not in DELETION_POLICIES:
-            found.append(f"Invalid value for property '{key}': '{value}' "
-                         f"is not one of {', '.join(DELETION_POLICIES)}.")
-    value = values.get(FORMAT)
-    if value is not None and value not in formats:
-        found.append(f"Invalid value for property '{FORMAT}': '{value}' "
-                     f"is not one of {', '.join(formats)}.")
-    value = values.get(DECRYPT_SIZE)
-    if value is not None and not (value.isascii() and value.isdigit()):
-        found.append(f"Invalid value for property '{DECRYPT_SIZE}': "
-                     f"'{value}' is not a non-negative integer.")
-    standard = [key for key in STANDARD if key in values]
-    for required in (KEY_ID, FORMAT) if standard else ():
-        if required not in values:
-            other = next(key for key in standard if key != required)
-            found.append(f"Property '{required}' is required with "
-                         f"'{other}': an encrypted image needs both a key "
-                         'and a format.')
-    if LEGACY_DELETION_POLICY in values and LEGACY_KEY_ID not in values:
-        found.append(f"Property '{LEGACY_KEY_ID}' is required with "
-                     f"'{LEGACY_DELETION_POLICY}'.")
-    return found
 
 
 class EncryptionPropertiesFilter(CapturingFilter):
@@ -293,8 +240,7 @@ class EncryptionPropertiesFilter(CapturingFilter):
         image_id = req.route.image_id
         if image_id is None:  # only image and import routes get here
             raise faults.not_found('No image found.')
-        targets: dict[str, tuple[str | None, str]] = (
-            req.environ.setdefault(_TARGETS, {}))
+        targets = state.of(req.environ).targets
         if image_id not in targets:
             shown = self.show_image(req, image_id)
             image = documents.read(shown)

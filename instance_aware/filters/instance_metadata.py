@@ -22,12 +22,11 @@ The filter also serves the instance query API
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Mapping
 
 import webob
-from oslo_utils import uuidutils
 
+from instance_aware import uuids
 from instance_aware.api import instances as query_api
 from instance_aware.capture.filter import CapturingFilter
 from instance_aware.http import faults
@@ -63,12 +62,12 @@ class InstanceMetadataFilter(CapturingFilter):
 
     def validate(self, req: Request, values: Mapping[str, str],
                  previous: Mapping[str, str] | None) -> None:
-        for key in UUID_KEYS:
-            value = values.get(key)
-            if value is not None and not uuidutils.is_uuid_like(value):
-                raise faults.bad_request(
-                    f"Invalid value for property '{key}': '{value}' is "
-                    'not a UUID.')
+        invalid = invalid_uuids(values)
+        if invalid:
+            key = invalid[0]
+            raise faults.bad_request(
+                f"Invalid value for property '{key}': '{values[key]}' is "
+                'not a UUID.')
 
     def relation(self, req: Request, owner: str | None,
                  values: Mapping[str, str],
@@ -89,28 +88,51 @@ class InstanceMetadataFilter(CapturingFilter):
         """
         if not values:
             return None
-        fields = RelationFields(
-            instance_uuid=canonical_uuid(values.get(INSTANCE_UUID)),
-            installation_uuid=canonical_uuid(values.get(INSTALLATION_UUID)),
-            image_type=values.get('image_type'),
-            backup_type=values.get('backup_type'),
-            trusted=False, asserted_by=None)
         if previous is not None and before is not None and (
                 dict(before) == dict(values)):
             return previous
         trusted = self.checks.set_instance_metadata(req.context, owner)
-        if previous is not None and dataclasses.replace(
-                previous, trusted=False, asserted_by=None) == fields:
+        fields = relation_of(values, trusted=trusted,
+                             asserted_by=req.context.user_id)
+        if previous is not None and relates_alike(previous, fields):
             if trusted or not previous.trusted:
                 return previous
             return dataclasses.replace(
                 previous, trusted=False, asserted_by=req.context.user_id)
-        return dataclasses.replace(
-            fields, asserted_by=req.context.user_id, trusted=trusted)
+        return fields
 
 
-def canonical_uuid(value: str | None) -> str | None:
-    """UUIDs are indexed in their canonical lower-case dashed form."""
-    if value is None or not uuidutils.is_uuid_like(value):
+# -- the instance keys, without the filter (shared with cmd adopt) ---------
+
+def invalid_uuids(values: Mapping[str, str]) -> list[str]:
+    """The keys of :data:`UUID_KEYS` whose value in ``values`` is not a
+    UUID, in that order."""
+    return [key for key in UUID_KEYS
+            if key in values and not uuids.is_uuid(values[key])]
+
+
+def relation_of(values: Mapping[str, str], *, trusted: bool = False,
+                asserted_by: str | None = None) -> RelationFields:
+    """The indexed relation the instance keys ``values`` make, asserted
+    by ``asserted_by`` (trusted or not); UUIDs are indexed in their
+    canonical form."""
+    return RelationFields(
+        instance_uuid=_indexed(values.get(INSTANCE_UUID)),
+        installation_uuid=_indexed(values.get(INSTALLATION_UUID)),
+        image_type=values.get('image_type'),
+        backup_type=values.get('backup_type'),
+        trusted=trusted, asserted_by=asserted_by)
+
+
+def relates_alike(one: RelationFields, other: RelationFields) -> bool:
+    """Whether two relations relate the image alike (whoever asserted
+    them, trusted or not)."""
+    return dataclasses.replace(
+        one, trusted=other.trusted, asserted_by=other.asserted_by) == other
+
+
+def _indexed(value: str | None) -> str | None:
+    """A UUID in canonical form; anything else as it is."""
+    if value is None or not uuids.is_uuid(value):
         return value
-    return str(uuid.UUID(value))
+    return uuids.canonical(value)

@@ -36,7 +36,7 @@ import webob
 from instance_aware.capture import bodies
 from instance_aware.filters import base
 from instance_aware.http import codec, documents, faults
-from instance_aware.http.request import PATCH_V21, Request
+from instance_aware.http.request import Request
 from instance_aware.policies.checks import Check, Checks
 
 #: The named checks of each location operation (called with the stack's
@@ -130,8 +130,8 @@ class LocationPolicyFilter(base.Filter):
             return set()
         rules: set[Check] = set()
         for raw in document:
-            op, pointer = _op_and_path(raw, media_type)
-            if op is None or pointer is _MISSING:
+            op, pointer = bodies.op_and_pointer(raw, media_type)
+            if op is None or pointer is bodies.MISSING:
                 continue
             if not isinstance(pointer, str):
                 raise faults.bad_request(
@@ -234,22 +234,6 @@ class LocationPolicyFilter(base.Filter):
             if isinstance(value, (dict, list)):
                 changed = self._scrub(req, value, owner, cache) or changed
         return changed
-
-
-#: A JSON-patch operation without a pointer (Glance answers 400).
-_MISSING = object()
-
-
-def _op_and_path(raw: Any, media_type: str) -> tuple[Any, Any]:
-    """``(op, pointer)`` of a raw operation; ``_MISSING`` if no pointer."""
-    if not isinstance(raw, dict):
-        return None, _MISSING
-    if media_type == PATCH_V21:
-        return raw.get('op'), raw.get('path', _MISSING)
-    for op in bodies.OPERATIONS:
-        if op in raw:
-            return op, raw[op]
-    return None, _MISSING
 
 
 #: What :func:`_parse` answers for a body that is not JSON.

@@ -98,3 +98,13 @@ def finish(response: webob.Response) -> webob.Response:
     if isinstance(body, JSONBody):
         response.body = body.encode()
     return response
+
+
+def json_response(document: Any) -> webob.Response:
+    """A 200 response of ``document``, written as the registry writes
+    JSON (``application/json`` without a charset)."""
+    response = webob.Response(status=200)
+    response.content_type = JSON_TYPE
+    response.charset = None
+    response.body = codec.dumps(document)
+    return response

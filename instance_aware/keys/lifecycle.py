@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +58,7 @@ from oslo_config import cfg
 from oslo_context import context as oslo_context
 from sqlalchemy import orm
 
+from instance_aware import uuids
 from instance_aware.keys import auth, errors, opts
 from instance_aware.keys.auth import ServiceContextFactory, service_contexts
 from instance_aware.keys.errors import (
@@ -120,7 +120,7 @@ def _check_key_id(key_id: str) -> None:
     # barbicanclient raises ValueError (not an HTTP error) for a reference
     # that is not a UUID: keep client input out of the "unavailable" path.
     try:
-        uuid.UUID(key_id)
+        uuids.canonical(key_id)
     except (ValueError, TypeError, AttributeError):
         raise KeyNotAccessible(f'{key_id!r} is not a key manager secret id',
                                errors.NOT_FOUND) from None

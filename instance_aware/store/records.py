@@ -24,13 +24,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from instance_aware import uuids
 from instance_aware.store import direct, errors, models, retry
 from instance_aware.store.engine import Database
 
@@ -179,13 +179,6 @@ RELATION_COLUMNS = {
 UUID_KEYS = ('instance_uuid', 'nova_installation_uuid')
 
 
-def _is_canonical_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
-
-
 def _by_relation(filters: Mapping[str, str]) -> bool:
     """Whether ``ia_relations`` answers ``filters`` exactly.
 
@@ -196,7 +189,7 @@ def _by_relation(filters: Mapping[str, str]) -> bool:
     """
     return ('instance_uuid' in filters
             and filters.keys() <= RELATION_COLUMNS.keys()
-            and all(_is_canonical_uuid(filters[key])
+            and all(uuids.is_canonical(filters[key])
                     for key in UUID_KEYS if key in filters)
             and all(len(value) <= RELATION_COLUMNS[key].type.length
                     for key, value in filters.items()))

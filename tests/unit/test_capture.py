@@ -27,6 +27,24 @@ def test_decode_pointer(pointer, expected):
     assert bodies.decode_pointer(pointer) == expected
 
 
+@pytest.mark.parametrize('raw,media,expected', [
+    pytest.param({'op': 'add', 'path': '/a', 'value': 'v'}, PATCH_V21,
+                 ('add', '/a'), id='v21'),
+    pytest.param({'op': 'move', 'path': '/a'}, PATCH_V21, ('move', '/a'),
+                 id='v21-any-op'),
+    pytest.param({'op': 'add'}, PATCH_V21, ('add', bodies.MISSING),
+                 id='v21-no-path'),
+    pytest.param({'replace': '/a', 'value': 'v'}, PATCH_V20,
+                 ('replace', '/a'), id='v20'),
+    pytest.param({'op': 'add', 'path': '/a'}, PATCH_V20,
+                 (None, bodies.MISSING), id='v20-no-op-member'),
+    pytest.param(['add'], PATCH_V21, (None, bodies.MISSING),
+                 id='not-an-object'),
+])
+def test_op_and_pointer_read_as_glance_reads_them(raw, media, expected):
+    assert bodies.op_and_pointer(raw, media) == expected
+
+
 def test_split_create_keeps_the_rest():
     captured, forwarded = bodies.split_create(
         {'name': 'n', 'instance_uuid': 'u', 'image_type': 'backup'}, KEYS)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from instance_aware.capture import listing
+from instance_aware.http import documents
 
 KEYS = frozenset({'instance_uuid', 'image_type', 'backup_type'})
 ROTATION = [('image_type', 'backup'), ('backup_type', 'daily'),
@@ -36,7 +37,8 @@ def test_links_repeat_the_client_query():
 
 def test_list_body_layout():
     q = listing.Query.parse([], KEYS)
-    body = json.loads(listing.list_body([{'id': 'a'}], q, None))
+    body = json.loads(documents.json_response(
+        listing.list_document([{'id': 'a'}], q, None)).body)
     assert list(body) == ['images', 'first', 'schema']
     assert body == {'images': [{'id': 'a'}], 'first': '/v2/images',
                     'schema': '/v2/schemas/images'}
