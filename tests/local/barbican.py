@@ -156,7 +156,8 @@ class BarbicanServer(ServerProcess):
             requests.get(barbican.url + '/v1/secrets', headers=...)
 
     ``python`` is the interpreter that runs it (default: this one); it
-    needs ``barbican``, ``gunicorn`` and ``instance_aware`` importable.
+    needs ``barbican``, ``gunicorn`` and ``instance_aware`` importable
+    (``tests.local`` comes from the checkout, on ``PYTHONPATH``).
     """
 
     label = 'Barbican (gunicorn)'

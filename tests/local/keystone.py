@@ -194,7 +194,8 @@ class KeystoneServer(ServerProcess):
     ``source`` (another server's state) makes a second server on the same
     database and keys, with its own ``token_expiration``: no bootstrap.
     ``python`` is the interpreter that runs it (default: this one); it
-    needs ``keystone``, ``gunicorn`` and ``instance_aware`` importable.
+    needs ``keystone``, ``gunicorn`` and ``instance_aware`` importable
+    (``tests.local`` comes from the checkout, on ``PYTHONPATH``).
     """
 
     label = 'Keystone (gunicorn)'

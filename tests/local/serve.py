@@ -107,7 +107,7 @@ Act as user alice, member of project demo:
       -H 'X-Identity-Status: Confirmed' -H 'X-Project-Id: demo' \\
       -H 'X-User-Id: alice' -H 'X-Roles: reader,member'
 
-From Python (glanceclient or openstacksdk):
+From Python in the clone (glanceclient or openstacksdk):
 
   import glanceclient
   from tests.local.identity import session_for
