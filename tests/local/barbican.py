@@ -50,9 +50,6 @@ PASTE_ENV = 'INSTANCE_AWARE_BARBICAN_PASTE'
 TRUSTING_PIPELINE = ('cors request_id http_proxy_to_wsgi context '
                      'microversion apiapp')
 
-_LOG_TAIL = 4000
-
-
 def available() -> bool:
     """Whether Barbican is importable by this interpreter."""
     return importlib.util.find_spec('barbican') is not None
