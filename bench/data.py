@@ -19,7 +19,7 @@ the last upload hit both sides alike.  Usage::
 Everything is measured with ``[instance_aware] verify_image_data`` off
 and on (a ``glance-api.conf.d`` file; the server restarts in between),
 and by default also through the standalone stack
-(:class:`~instance_aware.local.server.StandaloneServer`, the
+(:class:`~tests.local.server.StandaloneServer`, the
 ``instance_aware_proxy`` application) in front of the same Glance's bare
 port.  The script prints, per operation, the median throughput of both
 sides in MiB/s and their ratio (stack / bare) against the targets (0.95
@@ -64,8 +64,8 @@ import blake3
 import psutil
 import results_file  # bench/, next to this script
 
-from instance_aware.local import identity
-from instance_aware.local.server import GlanceServer, StandaloneServer
+from tests.local import identity
+from tests.local.server import GlanceServer, StandaloneServer
 
 MIB = 1024 * 1024
 PROJECT = 'bench-data'

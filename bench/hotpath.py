@@ -39,11 +39,11 @@ import webob
 from instance_aware.capture.filter import CapturingFilter
 from instance_aware.filters import data_integrity, headroom, location_policy
 from instance_aware.http import documents
-from instance_aware.local import glance as local_glance
-from instance_aware.local import identity
 from instance_aware.policies import context as ia_context
 from instance_aware.policies import enforcer
 from instance_aware.store import records
+from tests.local import glance as local_glance
+from tests.local import identity
 
 PROJECT = 'bench-project'
 PATCH = 'application/openstack-images-v2.1-json-patch'

@@ -26,7 +26,7 @@ its real work):
 
 Each side lists and shows its own images (created through it, so bare
 Glance holds the instance keys as its own properties and filters on
-them).  Identity headers come from :mod:`instance_aware.local.identity`
+them).  Identity headers come from :mod:`tests.local.identity`
 (the ``noauth`` flavor) and go to wrk as ``-H`` options.  wrk comes from
 Debian (``apt-get install -y wrk``).  ``--json`` also writes the results,
 by default to ``bench/results/load-<time>.json`` (not tracked by git).
@@ -50,8 +50,8 @@ from typing import Any
 import requests
 import results_file  # bench/, next to this script
 
-from instance_aware.local import identity
-from instance_aware.local.server import GlanceServer
+from tests.local import identity
+from tests.local.server import GlanceServer
 
 PROJECT = 'bench-load'
 TARGET = 0.95

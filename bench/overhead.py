@@ -15,7 +15,7 @@ name), delete.  The images carry Nova's instance keys, so the stack does
 its real work (stripping, storing, giving back) on every call.
 
 ``--standalone`` also times the stack run as its own service
-(``instance-aware serve --upstream``) in front of the same bare Glance,
+(``./tools/dev serve --upstream``) in front of the same bare Glance,
 against that bare Glance: one more HTTP hop (target ratio 1.15).
 """
 
@@ -35,8 +35,8 @@ from typing import Any
 
 import requests
 
-from instance_aware.local import identity
-from instance_aware.local.server import GlanceServer, StandaloneServer
+from tests.local import identity
+from tests.local.server import GlanceServer, StandaloneServer
 
 PROJECT = 'bench-project'
 PATCH = 'application/openstack-images-v2.1-json-patch'

@@ -46,9 +46,9 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from instance_aware.local import glance, identity
-from instance_aware.local.server import GlanceServer
 from instance_aware.store import migration, models
+from tests.local import glance, identity
+from tests.local.server import GlanceServer
 
 PER_INSTANCE = 10
 KINDS = (['backup'] * 9) + ['snapshot']

@@ -4,7 +4,7 @@ They compare the store with what Glance itself holds, so they call
 Glance's API from outside the stack, as an administrator, with
 credentials from the ``[instance_aware_registry]`` group (keystoneauth
 options, as every OpenStack service configures its clients), or, for a
-header-trusting local deployment only (``instance-aware serve``), with
+header-trusting local deployment only (``./tools/dev serve``), with
 trusted identity headers.
 """
 
@@ -47,7 +47,7 @@ OPTS: list[cfg.Opt] = [
         default=False,
         help='Send X-Identity-Status/X-Roles headers instead of a token.  '
              'Only for a local registry whose pipeline trusts them (no '
-             'authtoken), such as ``instance-aware serve``; never in '
+             'authtoken), such as ``./tools/dev serve``; never in '
              'production.'),
 ]
 

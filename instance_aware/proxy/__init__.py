@@ -56,7 +56,7 @@ What the proxy does with a request and its response:
   filter).  The serving WSGI server may trust them too: gunicorn takes
   ``X-Forwarded-Proto`` from the addresses in its ``forwarded_allow_ips``
   (127.0.0.1 by default) as the request's scheme; keep the two settings
-  in agreement (``instance-aware serve`` sets ``forwarded_allow_ips``
+  in agreement (``./tools/dev serve`` sets ``forwarded_allow_ips``
   empty).
 * **Links** (:mod:`.links`) are left as Glance wrote them.  Image
   ``self``, ``file`` and ``schema`` links are relative paths, right as

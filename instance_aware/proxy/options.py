@@ -58,7 +58,7 @@ OPTS: list[cfg.Opt] = [
              'are answered 503 with Retry-After at once.  Keep it below '
              "the worker's threads, so that health checks and the "
              "stack's own API always find a free thread.  "
-             '``instance-aware serve`` sets it to its threads less one.'),
+             '``./tools/dev serve`` sets it to its threads less one.'),
     cfg.IntOpt(
         'pool_maxsize',
         default=10,

@@ -1,10 +1,11 @@
 """A real Glance with the stack for the whole session, and its clients.
 
 ``glance_server`` starts one gunicorn (see
-:class:`instance_aware.local.server.GlanceServer`) serving the same Glance
+:class:`tests.local.server.GlanceServer`) serving the same Glance
 twice: ``url`` through the stack, ``bare_url`` without it.  It runs in a
 temporary state directory, binds 127.0.0.1 only and stops by itself if
-this process dies.
+this process dies.  :func:`serving` runs every session server of the
+tests (Glance, Keystone) the same way.
 
 Callers are whoever they claim to be (the ``noauth`` flavor): every
 helper takes ``project``, ``roles``, ``user`` and ``service``.
@@ -14,19 +15,26 @@ Every test in this directory is marked ``functional``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import glanceclient
 import openstack.connection
 import pytest
 import requests
 
-from instance_aware.local import identity
-from instance_aware.local.server import GlanceServer
+from tests.dbbackends import in_ci
+from tests.local import identity
+from tests.local.process import ServerError, ServerProcess
+from tests.local.server import GlanceServer
 
 #: Seconds any single HTTP call of a test may take.
 TIMEOUT = 30
+#: Lifetime of a session's servers: none outlives a test run for long.
+SESSION_LIFETIME = 1800
+
+Server = TypeVar('Server', bound=ServerProcess)
 
 Roles = Sequence[str]
 
@@ -37,13 +45,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.functional)
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip, or fail with ``CI=true``: a CI run never skips a server."""
+    if in_ci():
+        pytest.fail(f'{reason} (CI=true: these tests must run)')
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def serving(server: Server, optional: str | None = None
+            ) -> Iterator[Server]:
+    """``server`` started for the ``with`` block, stopped after it.
+
+    ``optional`` names a server the tests may go without (``Keystone``):
+    one that does not start is :func:`unavailable`.
+    """
+    try:
+        server.start()
+    except ServerError as exc:
+        if optional is None:
+            raise
+        unavailable(f'{optional} did not start: {exc}')
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope='session')
 def glance_server(
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[GlanceServer]:
     """One Glance with the stack (``url``) and without (``bare_url``)."""
-    server = GlanceServer(tmp_path_factory.mktemp('glance'),
-                          max_lifetime=1800)
-    with server:
+    with serving(GlanceServer(tmp_path_factory.mktemp('glance'),
+                              max_lifetime=SESSION_LIFETIME)) as server:
         yield server
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from instance_aware.cmd import manage
-from instance_aware.local.server import GlanceServer
 from tests.functional.conftest import Api
+from tests.local.server import GlanceServer
 
 PATCH = 'application/openstack-images-v2.1-json-patch'
 

@@ -16,8 +16,8 @@ import psutil
 import pytest
 import requests
 
-from instance_aware.local.server import GlanceServer
 from tests.functional.conftest import headers
+from tests.local.server import GlanceServer
 
 MIB = 1024 * 1024
 SIZE = 256 * MIB

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from instance_aware.local.server import GlanceServer
 from tests.functional.conftest import Api, headers
+from tests.local.server import GlanceServer
 
 PATCH = 'application/openstack-images-v2.1-json-patch'
 PATCH_V20 = 'application/openstack-images-v2.0-json-patch'

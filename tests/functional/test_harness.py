@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import requests
 
-from instance_aware.local import server as local_server
-from instance_aware.local.server import GlanceServer
 from tests.functional.conftest import Api
+from tests.local import server as local_server
+from tests.local.server import GlanceServer
 
 pytestmark = pytest.mark.functional
 
@@ -48,7 +48,7 @@ def test_both_ports_are_one_glance_with_and_without_stack(
     global, so never in the test runner)."""
     code = (
         'import json, sys\n'
-        'from instance_aware.local import glance\n'
+        'from tests.local import glance\n'
         'state = glance.StateDir(sys.argv[1])\n'
         'apps = glance.load_apps(state)\n'
         'print(json.dumps({name: [type(obj).__name__ for obj in '
@@ -183,7 +183,7 @@ def test_serve_answers_and_exits_0_on_sigint(tmp_path: Any,
     log = tmp_path / 'serve.out'
     with open(log, 'wb') as stream:
         process = subprocess.Popen(
-            [sys.executable, '-m', 'instance_aware.cmd.main', 'serve',
+            [sys.executable, '-m', 'tests.local', 'serve',
              '--port', str(port), '--bare-port', str(bare_port),
              '--state-dir', str(tmp_path / 'state'), '--flavor', 'noauth',
              '--max-lifetime', '170'],
@@ -240,7 +240,7 @@ def test_server_stops_by_itself(tmp_path: Any) -> None:
     state = tmp_path / 'state'
     code = (
         'import os, sys\n'
-        'from instance_aware.local.server import GlanceServer\n'
+        'from tests.local.server import GlanceServer\n'
         'server = GlanceServer(sys.argv[1], bare=False).start()\n'
         'print(server.port, flush=True)\n'
         'os._exit(0)  # no stop(): the watchdog must notice\n')

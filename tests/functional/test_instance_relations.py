@@ -32,11 +32,11 @@ import webob
 from oslo_config import cfg
 
 from instance_aware.filters.instance_metadata import InstanceMetadataFilter
-from instance_aware.local import identity
-from instance_aware.local.server import GlanceServer
 from instance_aware.store import engine as store_engine
 from instance_aware.store import migration
 from tests.functional.conftest import TIMEOUT, Api, headers
+from tests.local import identity
+from tests.local.server import GlanceServer
 
 pytestmark = pytest.mark.functional
 

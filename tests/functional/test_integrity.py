@@ -25,12 +25,12 @@ import pytest
 import requests
 
 from instance_aware.filters import data_integrity
-from instance_aware.local import glance
-from instance_aware.local.server import GlanceServer
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
 from tests.functional.conftest import Api
+from tests.local import glance
+from tests.local.server import GlanceServer
 
 KIB = 1024
 #: Glance's file store reads and sends 64 KiB chunks.

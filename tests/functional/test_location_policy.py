@@ -50,9 +50,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instance_aware.local import identity
-from instance_aware.local.server import GlanceServer
 from tests.functional.conftest import TIMEOUT, headers
+from tests.local import identity
+from tests.local.server import GlanceServer
 
 pytestmark = [pytest.mark.functional, pytest.mark.timeout(300)]
 

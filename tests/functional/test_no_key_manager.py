@@ -18,8 +18,8 @@ import pytest
 from instance_aware.filters.encryption_properties import (
     EncryptionPropertiesFilter,
 )
-from instance_aware.local.server import GlanceServer
 from tests.functional.conftest import Api
+from tests.local.server import GlanceServer
 
 
 @pytest.fixture(scope='module')

@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instance_aware.local.server import GlanceServer, StandaloneServer
 from tests.functional.conftest import TIMEOUT, headers
 from tests.functional.test_location_policy import (
     ADMIN_ROLES,
@@ -35,6 +34,7 @@ from tests.functional.test_location_policy import (
     hidden_keys,
     message,
 )
+from tests.local.server import GlanceServer, StandaloneServer
 
 OVERRIDE_REFUSED = "Method override ('_method' in the query string or a form"
 #: Keys the stack captures (instance and encryption).
@@ -410,7 +410,7 @@ _ITERABLE_UPLOADS = '''
 import json, sys
 import webob
 from instance_aware import proxy
-from instance_aware.local import glance, identity
+from tests.local import glance, identity
 apps = glance.load_apps(glance.StateDir(sys.argv[1]))
 apps['standalone'] = proxy.app_factory({}, upstream=sys.argv[2])
 hdrs = identity.identity_headers(sys.argv[3])

@@ -16,12 +16,12 @@ import requests
 
 from instance_aware.cmd import manage
 from instance_aware.http.request import PATCH_V21
-from instance_aware.local.identity import ADMIN_ROLES
-from instance_aware.local.server import GlanceServer
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.records import Records, RelationFields
 from tests.functional.conftest import headers
+from tests.local.identity import ADMIN_ROLES
+from tests.local.server import GlanceServer
 
 TIMEOUT = 30
 

@@ -44,11 +44,11 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from instance_aware.local.server import GlanceServer
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import migration, models
 from tests.dbbackends import MYSQL, POSTGRESQL, throwaway_database
 from tests.functional.conftest import Api
+from tests.local.server import GlanceServer
 from tests.races import DEADLOCK, Injector, Race
 
 pytestmark = [pytest.mark.functional, pytest.mark.timeout(240)]

@@ -1,6 +1,6 @@
 """Standalone mode: the stack as its own service in front of a Glance.
 
-A :class:`~instance_aware.local.server.StandaloneServer` (gunicorn, the
+A :class:`~tests.local.server.StandaloneServer` (gunicorn, the
 stack around :class:`instance_aware.proxy.ProxyApp`) forwards to the
 *bare* endpoint of the session's real Glance, which never sees the
 stack: what it stores is what a deployment in front of an unmodified
@@ -38,14 +38,14 @@ from oslo_config import cfg
 from oslo_middleware import http_proxy_to_wsgi
 
 from instance_aware import proxy
-from instance_aware.cmd import main as cmd_main
-from instance_aware.local import server as local_server
-from instance_aware.local.server import GlanceServer, StandaloneServer
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.records import Records
 from tests.functional.conftest import Api, headers
 from tests.functional.test_data_path import RssSampler
+from tests.local import serve as cmd_main
+from tests.local import server as local_server
+from tests.local.server import GlanceServer, StandaloneServer
 
 pytestmark = pytest.mark.functional
 
@@ -645,7 +645,7 @@ def test_openstacksdk_discovers_and_keeps_using_the_stack(
     keys given back exist only in the stack's database."""
     import openstack.connection
 
-    from instance_aware.local import identity
+    from tests.local import identity
 
     project = _unique('sa')
     instance = str(uuid.uuid4())
@@ -1424,7 +1424,7 @@ def test_serve_upstream_runs_the_stack_alone(
     log = tmp_path / 'serve.out'
     with open(log, 'wb') as stream:
         process = subprocess.Popen(
-            [sys.executable, '-m', 'instance_aware.cmd.main', 'serve',
+            [sys.executable, '-m', 'tests.local', 'serve',
              '--port', str(port), '--upstream', glance_server.bare_url,
              '--state-dir', str(tmp_path / 'state'),
              '--max-lifetime', '170'],
@@ -1501,7 +1501,7 @@ def test_standalone_pipelines_load(tmp_path: Any, flavor: str) -> None:
     """In a fresh process (the configuration is the global ``CONF``)."""
     code = (
         'import json, sys\n'
-        'from instance_aware.local import standalone\n'
+        'from tests.local import standalone\n'
         'state = standalone.prepare(sys.argv[1], "http://127.0.0.1:9",\n'
         '    flavor=sys.argv[2], auth_url=sys.argv[3] or None)\n'
         'root = standalone.load_app(state, sys.argv[2])\n'

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 import requests
 
-from instance_aware.local import identity
-from instance_aware.local.server import GlanceServer, StandaloneServer
 from tests.functional.conftest import TIMEOUT, Api
+from tests.local import identity
+from tests.local.server import GlanceServer, StandaloneServer
 
 pytestmark = pytest.mark.functional
 

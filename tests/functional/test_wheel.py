@@ -9,16 +9,20 @@ directory of their own.
 
 First the wheel alone (with its dependencies pinned by
 ``upper-constraints.txt``): ``db sync``, ``db version``, both oslo
-generators and the status check.  Then the ``glance`` extra (Glance 33 and
-gunicorn) and a real Glance with the stack, started by the installed
-``instance-aware serve``: one create with instance keys, shown back, kept
-in the mapping table and not in Glance.
+generators and the status check; the dev tooling (``tests/local``) is
+not in it.  Then Glance 33 and gunicorn (as the ``test`` extra pins them)
+and a real Glance with the installed stack, started by
+``python -m tests.local serve`` from a copy of the dev tooling alone (no
+``instance_aware`` beside it): one create with instance keys, shown back,
+kept in the mapping table and not in Glance.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import pathlib
+import re
 import shutil
 import signal
 import sqlite3
@@ -34,10 +38,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from instance_aware.local import glance
-from instance_aware.local.server import free_port
 from instance_aware.store import migration
 from tests.functional.conftest import headers
+from tests.local import glance
+from tests.local.server import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONSTRAINTS = ROOT / 'upper-constraints.txt'
@@ -133,6 +137,8 @@ def test_wheel_has_the_license_and_the_migrations(
             if name.endswith('.dist-info/licenses/LICENSE'))).decode()
     assert {MIGRATIONS + name for name in REVISIONS} <= names
     assert 'instance_aware/store/migrations/script.py.mako' in names
+    assert not [name for name in names
+                if name.startswith(('instance_aware/local/', 'tests/'))]
     assert 'Apache License' in license_text
     assert 'Version 2.0, January 2004' in license_text
     assert 'License-File: LICENSE' in metadata
@@ -180,28 +186,48 @@ def test_installed_commands_work_without_the_checkout(
     status = _run(bin_dir / 'instance-aware-status', '--config-file',
                   config, 'upgrade', 'check', cwd=workdir).stdout
     assert status.count('Result: Success') == 3
-    for command in ('instance-aware', 'instance-aware-manage',
-                    'instance-aware-status'):
+    for command in ('instance-aware-manage', 'instance-aware-status'):
         shown = _run(bin_dir / command, '--version', cwd=workdir).stdout
         assert '0.1.0' in shown
+    assert not (bin_dir / 'instance-aware').exists()  # dev tooling
+
+
+def _test_pins(*names: str) -> list[str]:
+    """The requirements of the ``test`` extra for ``names``."""
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / 'setup.cfg', encoding='utf-8')
+    lines = parser['options.extras_require']['test'].split()
+    return [line for line in lines
+            if re.split(r'[=<>!~\[]', line, maxsplit=1)[0] in names]
+
+
+def _dev_tooling(dest: pathlib.Path) -> pathlib.Path:
+    """``tests/local`` alone (and the ``tests`` package it lives in)."""
+    (dest / 'tests').mkdir(parents=True)
+    shutil.copy2(ROOT / 'tests' / '__init__.py', dest / 'tests')
+    shutil.copytree(ROOT / 'tests' / 'local', dest / 'tests' / 'local',
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    return dest
 
 
 @pytest.fixture
-def served(installed: pathlib.Path, dists: tuple[pathlib.Path,
-                                                  pathlib.Path, str],
-           workdir: pathlib.Path) -> Iterator[tuple[str, str, pathlib.Path]]:
-    """The installed ``instance-aware serve`` (Glance 33 from the extra):
-    stacked URL, bare URL, state directory."""
+def served(installed: pathlib.Path, workdir: pathlib.Path
+           ) -> Iterator[tuple[str, str, pathlib.Path]]:
+    """``serve`` of the dev tooling on the installed package (Glance 33
+    and gunicorn added): stacked URL, bare URL, state directory."""
     _run(installed / 'bin' / 'python', '-m', 'pip', 'install', '--quiet',
-         '-c', CONSTRAINTS, f'{dists[1]}[glance]', cwd=workdir, timeout=600)
+         '-c', CONSTRAINTS, *_test_pins('glance', 'gunicorn'), cwd=workdir,
+         timeout=600)
+    tooling = _dev_tooling(workdir / 'tooling')
     port, bare_port = free_port(), free_port()
     state = workdir / 'state'
     log = (workdir / 'serve.out').open('w')
     process = subprocess.Popen(
-        [str(installed / 'bin' / 'instance-aware'), 'serve',
+        [str(installed / 'bin' / 'python'), '-m', 'tests.local', 'serve',
          '--flavor', glance.NOAUTH, '--port', str(port), '--bare-port',
          str(bare_port), '--state-dir', str(state), '--max-lifetime',
-         '240'], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+         '240'], cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, 'PYTHONPATH': str(tooling)})
     url, bare = f'http://127.0.0.1:{port}', f'http://127.0.0.1:{bare_port}'
     try:
         deadline = time.monotonic() + 120

@@ -13,16 +13,17 @@ import pathlib
 import re
 
 from instance_aware import opts
-from instance_aware.cmd import main
 from tests import docsnippets
+from tests.local import serve
 
 PACKAGE = docsnippets.ROOT / 'instance_aware'
+DEV_TOOLING = docsnippets.ROOT / 'tests' / 'local'
 README = docsnippets.ROOT / 'README.rst'
 CONTRIBUTOR = docsnippets.DOC / 'contributor' / 'index.rst'
 
 
-def _layout_paths() -> set[str]:
-    """Paths under ``instance_aware/`` named by the contributor page."""
+def _layout_paths(root: str = 'instance_aware/') -> set[str]:
+    """Paths under ``root`` named by the contributor page."""
     text = CONTRIBUTOR.read_text(encoding='utf-8')
     block = text.split('.. code-block:: none\n\n', 1)[1]
     stack: list[str] = []
@@ -38,15 +39,14 @@ def _layout_paths() -> set[str]:
         name = line.split()[0]
         stack[indent // 2:] = [name]
         paths.add(''.join(stack))
-    return {path[len('instance_aware/'):] for path in paths
-            if path.startswith('instance_aware/')
-            and path != 'instance_aware/'}
+    return {path[len(root):] for path in paths
+            if path.startswith(root) and path != root}
 
 
-def _package_paths() -> set[str]:
+def _package_paths(package: pathlib.Path = PACKAGE) -> set[str]:
     found = set()
-    for path in PACKAGE.rglob('*'):
-        relative = path.relative_to(PACKAGE)
+    for path in package.rglob('*'):
+        relative = path.relative_to(package)
         if '__pycache__' in relative.parts or 'versions' in relative.parts[
                 :-1]:
             continue
@@ -67,6 +67,14 @@ def test_contributor_layout_names_every_module_and_package() -> None:
         f'no longer in the tree: {sorted(documented - actual)}')
 
 
+def test_contributor_layout_names_every_dev_tooling_module() -> None:
+    documented = _layout_paths('tests/local/')
+    actual = _package_paths(DEV_TOOLING)
+    assert documented == actual, (
+        f'add: {sorted(actual - documented)}; '
+        f'gone: {sorted(documented - actual)}')
+
+
 def test_contributor_page_counts_the_filters_of_the_stack() -> None:
     text = CONTRIBUTOR.read_text(encoding='utf-8')
     assert 'the three' not in text
@@ -85,18 +93,41 @@ def test_configuration_reference_describes_every_option_group() -> None:
         assert f'``[{group}]``' in index, group
 
 
-def test_readme_names_every_serve_option() -> None:
-    parser = main.build_parser()
+def _serve_options() -> set[str]:
+    parser = serve.build_parser()
     commands = next(action for action in parser._actions
                     if isinstance(action, argparse._SubParsersAction))
     options = {option for action in commands.choices['serve']._actions
                for option in action.option_strings
                if option.startswith('--')}
     options.discard('--help')
+    return options
+
+
+def test_readme_names_every_serve_option() -> None:
+    options = _serve_options()
     text = README.read_text(encoding='utf-8')
     missing = sorted(option for option in options if not re.search(
         rf'``[^`]*{re.escape(option)}\b', text))
     assert not missing, f'README.rst does not name {missing}'
+
+
+def test_contributor_page_documents_every_serve_option() -> None:
+    """The ``tools/dev serve`` section: its synopsis (first ``console``
+    block) and its option list name exactly the parser's options."""
+    text = CONTRIBUTOR.read_text(encoding='utf-8')
+    body = re.split(r'^tools/dev serve\n=+\n', text, flags=re.MULTILINE)[1]
+    body = re.split(r'^\S.*\n=+\n', body, flags=re.MULTILINE)[0]
+    block = body.split('.. code-block:: console\n', 1)[1]
+    synopsis = []
+    for line in block.splitlines()[1:]:
+        if line.strip() and not line.startswith('   '):
+            break
+        synopsis.append(line)
+    option = re.compile(r'(?<![\w-])--[a-z][a-z-]*')
+    assert set(option.findall('\n'.join(synopsis))) == _serve_options()
+    described = set(re.findall(r'^``(--[a-z-]+)', body, re.MULTILINE))
+    assert described == _serve_options()
 
 
 def test_readme_paste_snippet_is_etc_paste_ini() -> None:

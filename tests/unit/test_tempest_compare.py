@@ -6,7 +6,7 @@ import pathlib
 
 import subunit
 
-from instance_aware.local import tempest
+from tests.local import tempest
 
 
 def _stream(path: pathlib.Path, results: dict[str, str]) -> str:

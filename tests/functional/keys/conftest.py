@@ -1,7 +1,7 @@
 """A real Barbican 23 for the key lifecycle tests, and helpers around it.
 
 ``barbican_server`` starts one header-trusting Barbican for the session
-(:class:`instance_aware.local.barbican.BarbicanServer`: 127.0.0.1 only,
+(:class:`tests.local.barbican.BarbicanServer`: 127.0.0.1 only,
 SQLite, a key-encryption key of its own, stops by itself).  Barbican must
 be installed in the test environment (``barbican==23.0.0``, see
 ``upper-constraints.txt``); without it the tests skip, except with
@@ -25,10 +25,10 @@ from oslo_config import cfg
 from oslo_context import context as oslo_context
 
 from instance_aware.keys import lifecycle
-from instance_aware.local import barbican
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import migration, models
 from tests.dbbackends import in_ci, sqlite_url
+from tests.local import barbican
 
 TIMEOUT = 30
 REGISTRY = 'default'

@@ -21,7 +21,6 @@ from instance_aware.keys.lifecycle import (
     KeyManagerUnavailable,
     KeyNotAccessible,
 )
-from instance_aware.local import barbican
 from instance_aware.store import models
 from tests.functional.keys.conftest import (
     REGISTRY,
@@ -32,6 +31,7 @@ from tests.functional.keys.conftest import (
     key_row,
     set_image_state,
 )
+from tests.local import barbican
 
 
 def image_consumer(image_id: str) -> dict[str, str]:

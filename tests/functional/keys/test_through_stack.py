@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from instance_aware.local import barbican
-from instance_aware.local.server import GlanceServer
 from instance_aware.store import engine as ia_engine
 from tests.functional.conftest import Api
 from tests.functional.keys.conftest import BarbicanApi, key_row
+from tests.local import barbican
+from tests.local.server import GlanceServer
 
 
 @pytest.fixture(scope='module')

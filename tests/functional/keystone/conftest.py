@@ -2,7 +2,7 @@
 
 ``keystone_server`` starts one Keystone for the session (fernet tokens,
 SQLite, 127.0.0.1, stops by itself; see
-:mod:`instance_aware.local.keystone`) and provisions its accounts:
+:mod:`tests.local.keystone`) and provisions its accounts:
 ``admin``, the ``glance`` and ``nova`` service users, and the
 ``alpha``/``beta`` projects with a member and a reader each.
 ``keystone_glance`` is Glance in its ``keystone`` flavor with
@@ -19,32 +19,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 import requests
 
-from instance_aware.local import glance, keystone
-from instance_aware.local.server import GlanceServer, ServerError
-from tests.dbbackends import in_ci
+from tests.functional.conftest import SESSION_LIFETIME, serving, unavailable
+from tests.local import glance, keystone
+from tests.local.server import GlanceServer
 
 TIMEOUT = 30
 #: Lifetime of the tokens of :func:`short_keystone`, in seconds.
 SHORT_EXPIRATION = 5
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, or fail with ``CI=true`` (never skip Keystone there)."""
-    if in_ci():
-        pytest.fail(f'{reason} (CI=true: the Keystone tests must run)')
-    pytest.skip(reason)
-
-
-def _start(server: keystone.KeystoneServer) -> None:
-    try:
-        server.start()
-    except ServerError as exc:
-        unavailable(f'Keystone did not start: {exc}')
 
 
 @pytest.fixture(scope='session')
@@ -55,13 +41,10 @@ def keystone_server(
     if not keystone.available():
         unavailable('keystone is not installed in this environment: '
                     'pip install -c upper-constraints.txt keystone==30.0.0')
-    server = keystone.KeystoneServer(tmp_path_factory.mktemp('keystone'),
-                                     max_lifetime=1800)
-    _start(server)
-    try:
+    with serving(keystone.KeystoneServer(
+            tmp_path_factory.mktemp('keystone'),
+            max_lifetime=SESSION_LIFETIME), optional='Keystone') as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope='session')
@@ -79,15 +62,11 @@ def short_keystone(
 ) -> Iterator[keystone.KeystoneServer]:
     """A second Keystone on the same database and keys whose tokens
     expire after :data:`SHORT_EXPIRATION` seconds."""
-    server = keystone.KeystoneServer(
-        tmp_path_factory.mktemp('keystone-short'),
-        source=keystone_server.state, token_expiration=SHORT_EXPIRATION,
-        max_lifetime=600)
-    _start(server)
-    try:
+    with serving(keystone.KeystoneServer(
+            tmp_path_factory.mktemp('keystone-short'),
+            source=keystone_server.state, token_expiration=SHORT_EXPIRATION,
+            max_lifetime=600), optional='Keystone') as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope='session')
@@ -98,9 +77,10 @@ def keystone_glance(tmp_path_factory: pytest.TempPathFactory,
     """Glance in the ``keystone`` flavor: ``url`` (stack), ``bare_url``."""
     server = GlanceServer(tmp_path_factory.mktemp('glance-keystone'),
                           flavor=glance.KEYSTONE,
-                          auth_url=keystone_server.url, max_lifetime=1800)
+                          auth_url=keystone_server.url,
+                          max_lifetime=SESSION_LIFETIME)
     keystone.configure_glance(server.state, directory)
-    with server:
+    with serving(server):
         keystone.register_image_endpoints(directory, server.url,
                                           server.bare_url)
         yield server

@@ -48,11 +48,11 @@ from typing import Any
 import pytest
 import requests
 
-from instance_aware.local import keystone
-from instance_aware.local import server as local_server
 from instance_aware.store import migration
 from tests import docsnippets
 from tests.docsnippets import Command
+from tests.local import keystone
+from tests.local import server as local_server
 
 BIN = pathlib.Path(sys.executable).parent
 STOCK_PASTE = pathlib.Path(sys.prefix) / 'etc' / 'glance' / (

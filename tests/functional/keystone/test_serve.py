@@ -1,4 +1,4 @@
-"""``instance-aware serve`` with its local Keystone and the standard clients.
+"""``./tools/dev serve`` with its local Keystone and the standard clients.
 
 The command is run as a newcomer runs it; the ``OS_*`` variables it
 prints are given to ``openstack`` and ``glance`` (the installed console
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from instance_aware.local import keystone
-from instance_aware.local import server as local_server
+from tests.local import keystone
+from tests.local import server as local_server
 
 pytestmark = pytest.mark.functional
 
@@ -74,7 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory
     log = tmp / 'serve.out'
     with open(log, 'wb') as stream:
         process = subprocess.Popen(
-            [sys.executable, '-m', 'instance_aware.cmd.main', 'serve',
+            [sys.executable, '-m', 'tests.local', 'serve',
              '--port', str(ports['port']),
              '--bare-port', str(ports['bare']),
              '--keystone-port', str(ports['keystone']),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from instance_aware.local import keystone, tempest
+from tests.local import keystone, tempest
 
 pytestmark = pytest.mark.functional
 

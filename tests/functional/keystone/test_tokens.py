@@ -20,12 +20,12 @@ from oslo_config import cfg
 from oslo_policy import policy
 
 from instance_aware import policies
-from instance_aware.local import keystone
 from tests.functional.keystone.conftest import (
     SHORT_EXPIRATION,
     TokenApi,
     new_uuid,
 )
+from tests.local import keystone
 
 pytestmark = pytest.mark.functional
 

@@ -13,7 +13,6 @@ import re
 
 import pytest
 
-from instance_aware.cmd import main as cli_main
 from instance_aware.cmd import manage
 from instance_aware.store import migration
 
@@ -90,16 +89,6 @@ def test_manage_global_options() -> None:
         _sections(body, '-')['Global options']))
     assert documented == {'--config-file', '--config-dir', '--help',
                           '--version'}
-
-
-def test_serve_synopsis_and_options() -> None:
-    (serve,) = (parser for name, parser
-                in _subparsers(cli_main.build_parser()).items()
-                if name == 'serve')
-    body = COMMANDS['instance-aware serve']
-    assert _synopsis(body) == _options(serve)
-    described = set(re.findall(r'^``(--[a-z-]+)', body, re.MULTILINE))
-    assert described == _options(serve)
 
 
 def test_status_synopsis() -> None:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import pytest
 
 from instance_aware.cmd import console, manage
-from instance_aware.cmd import main as cli_main
 from instance_aware.store import migration
+from tests.local import serve as cli_main
 
 HEAD = migration.head()
 

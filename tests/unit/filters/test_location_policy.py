@@ -24,7 +24,7 @@ from oslo_config import cfg
 
 from instance_aware.filters import location_policy
 from instance_aware.filters.location_policy import LocationPolicyFilter
-from instance_aware.local.identity import identity_headers
+from tests.local.identity import identity_headers
 
 with warnings.catch_warnings():  # eventlet, imported by Glance, warns
     warnings.simplefilter('ignore')

@@ -7,8 +7,8 @@ from oslo_config import cfg
 
 from instance_aware.filters.instance_metadata import InstanceMetadataFilter
 from instance_aware.http.request import Request
-from instance_aware.local import identity
 from instance_aware.store.records import RelationFields
+from tests.local import identity
 
 INSTANCE = '8a6f4c1e-4f3b-4c5e-9d7a-2b1e0c9f3a11'
 BEFORE = {'instance_uuid': INSTANCE, 'image_type': 'backup',

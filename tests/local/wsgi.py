@@ -1,11 +1,11 @@
-"""gunicorn's application: ``instance_aware.local.wsgi:application``.
+"""gunicorn's application: ``tests.local.wsgi:application``.
 
-:class:`instance_aware.local.server.GlanceServer` starts gunicorn with the
-environment of :mod:`instance_aware.local.envvars`; the application is
+:class:`tests.local.server.GlanceServer` starts gunicorn with the
+environment of :mod:`tests.local.envvars`; the application is
 built at import, in the worker, so each worker process has its own Glance
 (configuration, engines, pools), or its own standalone stack when
-:data:`~instance_aware.local.envvars.STANDALONE` is set
-(:class:`~instance_aware.local.server.StandaloneServer`).  Import this
+:data:`~tests.local.envvars.STANDALONE` is set
+(:class:`~tests.local.server.StandaloneServer`).  Import this
 module nowhere else.
 """
 
@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from instance_aware.local import envvars, glance, standalone
+from tests.local import envvars, glance, standalone
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -29,7 +29,7 @@ def from_environ(environ: Mapping[str, str]) -> WSGIApplication:
     except (KeyError, ValueError) as exc:
         raise RuntimeError(
             f'{envvars.STATE_DIR} and {envvars.STACK_PORT} must be set: start '
-            'this application with instance_aware.local.server') from exc
+            'this application with tests.local.server') from exc
     flavor = environ.get(envvars.STANDALONE)
     if flavor:
         return standalone.load_app(standalone.StandaloneState(state_dir),

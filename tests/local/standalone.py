@@ -1,6 +1,6 @@
 """The stack alone, in front of a remote Glance: ``serve --upstream URL``.
 
-The standalone counterpart of :mod:`instance_aware.local.glance`: no
+The standalone counterpart of :mod:`tests.local.glance`: no
 Glance runs here.  The state directory holds ``instance-aware.conf``
 (``[instance_aware]`` on the SQLite mapping database of the directory,
 ``[instance_aware_proxy] upstream``), the paste file, the database
@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from instance_aware.local import glance
+from tests.local import glance
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

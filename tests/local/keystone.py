@@ -1,12 +1,15 @@
 """A real Keystone 30 on 127.0.0.1, for the functional tests and ``serve``.
 
+Why this is one module: the server, its bootstrap and the accounts it
+serves share the state directory and change together.
+
 Everything lives in one state directory: ``keystone.conf``, the SQLite
 database, the fernet and credential key repositories, the log, and the
 password of the local accounts (made once, mode 0600).  Tokens are
 fernet tokens; Keystone runs under gunicorn through
-:mod:`instance_aware.local.keystone_wsgi` and stops by itself when the
+:mod:`tests.local.keystone_wsgi` and stops by itself when the
 process that started it dies or its lifetime is over
-(:mod:`instance_aware.local.gunicorn_conf`).
+(:mod:`tests.local.gunicorn_conf`).
 
 :func:`provision` makes the accounts a Glance deployment has: the
 bootstrap ``admin``, a ``service`` project with the ``glance`` and
@@ -23,32 +26,26 @@ from __future__ import annotations
 
 import dataclasses
 import grp
-import http.client
 import importlib.util
 import os
 import pwd
 import secrets
 import subprocess
-import sys
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import requests
 
-from instance_aware.local import envvars
-from instance_aware.local import glance as local_glance
-from instance_aware.local.server import (
+from tests.local import glance as local_glance
+from tests.local import statedir
+from tests.local.process import (
+    DEFAULT_MAX_LIFETIME,
     HOST,
     ServerError,
     ServerProcess,
-    free_port,
-    port_in_use,
-    write_ini,
+    answers,
 )
-
-#: Lifetime of a server started without one (tests): half an hour.
-DEFAULT_MAX_LIFETIME = 1800.0
+from tests.local.statedir import write_ini
 
 REGION = 'RegionOne'
 #: The catalog region of the Glance without the stack (``bare`` port).
@@ -75,17 +72,8 @@ def available() -> bool:
     return importlib.util.find_spec('keystone') is not None
 
 
-@dataclasses.dataclass(frozen=True)
-class StateDir:
-    """Where one local Keystone keeps everything; paths are absolute."""
-
-    path: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, 'path', os.path.abspath(self.path))
-
-    def join(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
+class StateDir(statedir.StateDir):
+    """Where one local Keystone keeps everything."""
 
     @property
     def config_file(self) -> str:
@@ -106,10 +94,6 @@ class StateDir:
     @property
     def password_file(self) -> str:
         return self.join('password')
-
-    @property
-    def log_file(self) -> str:
-        return self.join('server.log')
 
     @property
     def bootstrap_stamp(self) -> str:
@@ -146,7 +130,7 @@ def write_config(state: StateDir, *, expiration: int = 3600,
         'credential': {'key_repository': data.credential_keys},
         # Local accounts only: the cheapest hash bcrypt accepts.
         'identity': {'password_hash_rounds': '4'},
-    }, '# Written by instance_aware.local.keystone on every start.\n\n')
+    }, '# Written by tests.local.keystone on every start.\n\n')
 
 
 def _keystone_manage(python: str) -> str:
@@ -163,7 +147,7 @@ def _manage(state: StateDir, python: str, *args: str,
     command = [_keystone_manage(python), '--config-file', state.config_file,
                *args]
     try:
-        result = subprocess.run(  # noqa: S603 - our own argument list
+        result = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout,
             check=False, stdin=subprocess.DEVNULL, cwd=state.path)
     except subprocess.TimeoutExpired as exc:
@@ -199,19 +183,6 @@ def bootstrap(state: StateDir, port: int, python: str) -> None:
             '--bootstrap-public-url', url)
 
 
-def answers(port: int, timeout: float = 2.0) -> bool:
-    """Whether Keystone answers ``GET /v3`` on ``port``."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        connection.request('GET', '/v3')
-        status = connection.getresponse().status
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
-    return status == 200
-
-
 class KeystoneServer(ServerProcess):
     """A local Keystone under gunicorn, fernet tokens, SQLite.
 
@@ -223,8 +194,12 @@ class KeystoneServer(ServerProcess):
     ``source`` (another server's state) makes a second server on the same
     database and keys, with its own ``token_expiration``: no bootstrap.
     ``python`` is the interpreter that runs it (default: this one); it
-    needs ``keystone``, ``gunicorn`` and ``instance_aware`` importable.
+    needs ``keystone``, ``gunicorn`` and ``instance_aware`` importable
+    (``tests.local`` comes from the checkout, on ``PYTHONPATH``).
     """
+
+    label = 'Keystone (gunicorn)'
+    state: StateDir
 
     def __init__(self, state_dir: str | os.PathLike[str], *,
                  port: int | None = None, python: str | None = None,
@@ -233,18 +208,13 @@ class KeystoneServer(ServerProcess):
                  max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
                  start_timeout: float = 60.0, stop_timeout: float = 10.0,
                  debug: bool = False) -> None:
-        super().__init__(stop_timeout)
-        self.state = StateDir(os.fspath(state_dir))
-        self._want_port = port
-        self.python = python or sys.executable
+        super().__init__(StateDir(os.fspath(state_dir)), port=port,
+                         python=python, max_lifetime=max_lifetime,
+                         start_timeout=start_timeout,
+                         stop_timeout=stop_timeout, debug=debug)
         self.token_expiration = token_expiration
         self.source = source
         self.threads = threads
-        self.max_lifetime = max_lifetime
-        self.start_timeout = start_timeout
-        self.debug = debug
-        self.port: int | None = None
-        self.startup_seconds: float | None = None
 
     @property
     def url(self) -> str:
@@ -258,88 +228,33 @@ class KeystoneServer(ServerProcess):
         """The password of every local account."""
         return password(self.source or self.state)
 
-    @property
-    def log_file(self) -> str:
-        return self.state.log_file
+    def _wanted_ports(self) -> list[int | None]:
+        # A restart keeps the port of the first start: the catalog names
+        # it.
+        return [self._want_port or self.port]
 
-    @property
-    def workdir(self) -> str:
-        return self.state.path
+    def _configure(self) -> None:
+        """Configuration and, unless sharing ``source``'s database, the
+        bootstrap (the identity endpoint follows the port)."""
+        assert self.port is not None
+        write_config(self.state, expiration=self.token_expiration,
+                     source=self.source, debug=self.debug)
+        if self.source is None:
+            bootstrap(self.state, self.port, self.python)
 
-    def start(self) -> KeystoneServer:
-        """Prepare, bootstrap, start gunicorn and wait until served.
-
-        A restart keeps the port of the first start (the catalog names
-        it); a port taken between the pick and gunicorn's bind is retried
-        with a new one on a first start without a given port.
-        """
-        if self.running:
-            return self
-        began = time.monotonic()
-        os.makedirs(self.state.path, exist_ok=True)
-        fixed = self._want_port or self.port
-        attempts = 1 if fixed else 3
-        for attempt in range(attempts):
-            self.port = fixed or free_port()
-            if port_in_use(self.port):
-                if attempt + 1 < attempts:
-                    continue
-                raise ServerError(f'{HOST}:{self.port} is already in use')
-            write_config(self.state, expiration=self.token_expiration,
-                         source=self.source, debug=self.debug)
-            if self.source is None:
-                bootstrap(self.state, self.port, self.python)
-            self._spawn()
-            try:
-                self._wait_ready()
-            except ServerError as exc:
-                self.stop()
-                if attempt + 1 < attempts and 'in use' in str(exc):
-                    continue
-                raise
-            break
-        self.startup_seconds = time.monotonic() - began
-        return self
+    def _ready(self, port: int) -> bool:
+        return answers(port, timeout=1.0, path='/v3', statuses=(200,))
 
     def _command(self) -> list[str]:
-        assert self.port is not None
-        return [
-            self.python, '-m', 'gunicorn',
-            '-c', 'python:instance_aware.local.gunicorn_conf',
-            '--worker-class', 'gthread', '--workers', '1',
-            '--threads', str(self.threads), '--timeout', '60',
-            '--graceful-timeout', str(max(1, int(self.stop_timeout) - 2)),
-            '--error-logfile', '-', '--access-logfile', '-',
-            '--bind', f'{HOST}:{self.port}',
-            'instance_aware.local.keystone_wsgi:application',
-        ]
+        return self._gunicorn('tests.local.keystone_wsgi:application',
+                              workers=1, threads=self.threads, timeout=60)
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = super()._environment()
         env['OS_KEYSTONE_CONFIG_FILES'] = self.state.config_file
         env.pop('OS_KEYSTONE_CONFIG_DIR', None)
-        env[envvars.PARENT_PID] = str(os.getpid())
-        env[envvars.MAX_LIFETIME] = str(self.max_lifetime or 0)
-        env['PYTHONUNBUFFERED'] = '1'
         env['NO_PROXY'] = env['no_proxy'] = HOST
         return env
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None and self.port is not None
-        deadline = time.monotonic() + self.start_timeout
-        while not answers(self.port, timeout=1.0):
-            code = self._process.poll()
-            if code is not None:
-                raise ServerError(
-                    f'Keystone (gunicorn) exited with code {code} before '
-                    f'serving {HOST}:{self.port}; its log '
-                    f'({self.log_file}):\n{self.log_tail()}')
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f'Keystone: no answer on {HOST}:{self.port} within '
-                    f'{self.start_timeout:g} s; log ({self.log_file}):\n'
-                    f'{self.log_tail()}')
-            time.sleep(0.1)
 
 
 # -- accounts ---------------------------------------------------------------
@@ -578,6 +493,6 @@ def configure_glance(state: local_glance.StateDir,
     os.makedirs(state.config_dir, exist_ok=True)
     path = os.path.join(state.config_dir, 'keystone.conf')
     write_ini(path, {'keystone_authtoken': authtoken_options(directory)},
-               '# Written by instance_aware.local.keystone.\n\n')
+               '# Written by tests.local.keystone.\n\n')
     os.chmod(path, 0o600)
     return path

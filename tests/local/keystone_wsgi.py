@@ -1,8 +1,8 @@
-"""gunicorn's application: ``instance_aware.local.keystone_wsgi:application``.
+"""gunicorn's application: ``tests.local.keystone_wsgi:application``.
 
 Keystone parses ``sys.argv`` with oslo.config when it builds its
 application, and gunicorn's own arguments are not Keystone's: they are
-cleared first.  :class:`instance_aware.local.keystone.KeystoneServer`
+cleared first.  :class:`tests.local.keystone.KeystoneServer`
 points Keystone at its configuration with ``OS_KEYSTONE_CONFIG_FILES``.
 Import this module nowhere else: it builds Keystone at import.
 """

@@ -1,19 +1,21 @@
 """Act as any project against the local ``noauth`` Glance.
 
 The ``noauth`` flavor trusts the identity headers keystonemiddleware would
-have set (see :mod:`instance_aware.local.glance`).  These helpers send
+have set (see :mod:`tests.local.glance`).  These helpers send
 them: as a dict for ``requests`` or glanceclient's ``identity_headers``,
-or as a keystoneauth plugin so that any keystoneauth-based client
-(openstacksdk, glanceclient's session mode) sends them on every request.
+or as a keystoneauth session (the key manager's fixed-headers plugin,
+:class:`~instance_aware.keys.auth.HeadersAuth`) so that any
+keystoneauth-based client (openstacksdk, glanceclient's session mode)
+sends them on every request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from keystoneauth1 import plugin
 from keystoneauth1 import session as ks_session
+
+from instance_aware.keys.auth import HeadersAuth
 
 DEFAULT_ROLES = ('reader', 'member')
 #: Roles of an administrator of the project.
@@ -40,31 +42,13 @@ def identity_headers(project: str,
     return headers
 
 
-class IdentityHeadersAuth(plugin.BaseAuthPlugin):
-    """A keystoneauth plugin that authenticates by sending headers.
-
-    No token and no catalog: clients must be given the endpoint
-    (``endpoint_override``), which :meth:`get_endpoint` also returns.
-    """
-
-    def __init__(self, headers: Mapping[str, str],
-                 endpoint: str | None = None) -> None:
-        super().__init__()
-        self.headers = dict(headers)
-        self.endpoint = endpoint
-
-    def get_headers(self, session: Any, **kwargs: Any) -> dict[str, str]:
-        return dict(self.headers)
-
-    def get_endpoint(self, session: Any, **kwargs: Any) -> str | None:
-        return self.endpoint
-
-
 def session_for(project: str, roles: Sequence[str] = DEFAULT_ROLES,
                 user: str | None = None, service: bool = False,
-                endpoint: str | None = None,
                 timeout: float | None = 30) -> ks_session.Session:
-    """A keystoneauth session acting as ``user`` in ``project``."""
-    auth = IdentityHeadersAuth(
-        identity_headers(project, roles, user, service), endpoint)
+    """A keystoneauth session acting as ``user`` in ``project``.
+
+    No token and no catalog: clients must be given the endpoint
+    (``endpoint_override``).
+    """
+    auth = HeadersAuth(identity_headers(project, roles, user, service))
     return ks_session.Session(auth=auth, timeout=timeout)

@@ -1,12 +1,15 @@
 """OpenStack's own image API tests, on bare Glance and with the stack.
 
-``tools/tempest`` (``python -m instance_aware.local.tempest``) starts a
+Why this is one module: one command, from the servers it starts to the
+comparison of both runs.
+
+``tools/tempest`` (``python -m tests.local.tempest``) starts a
 local Keystone 30 and two local Glance 33 servers on 127.0.0.1: one bare,
 one with the stack whose location rules are Glance's own
 (:data:`GLANCE_LOCATION_RULES`, what a deployer who wants Glance's
 location behaviour writes in the policy file).  Both are in Keystone's
-catalog (regions :data:`~instance_aware.local.keystone.REGION` and
-:data:`~instance_aware.local.keystone.BARE_REGION`).  Tempest 47 and
+catalog (regions :data:`~tests.local.keystone.REGION` and
+:data:`~tests.local.keystone.BARE_REGION`).  Tempest 47 and
 glance-tempest-plugin run the same selection against each, with dynamic
 credentials and concurrency 1 (SQLite); the rule checked is that no test
 that passes bare fails with the stack.
@@ -26,7 +29,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from instance_aware.local import glance, keystone, server
+from tests.local import glance, keystone, server, statedir
 
 #: OpenStack's image API tests and glance-tempest-plugin's.
 FULL = r'^(tempest\.api\.image\.v2|glance_tempest_plugin\.tests)'
@@ -162,7 +165,7 @@ def write_tempest_conf(path: str, directory: keystone.Directory,
                                   'do_secure_hash': 'True',
                                   'http_store_enabled': 'False'},
     }
-    server.write_ini(path, sections)
+    statedir.write_ini(path, sections)
 
 
 def run_tempest(workspace: str, directory: keystone.Directory, region: str,
@@ -175,7 +178,7 @@ def run_tempest(workspace: str, directory: keystone.Directory, region: str,
     # tempest init records workspaces in ~/.tempest: keep it here.
     env['HOME'] = workspace
     env['NO_PROXY'] = env['no_proxy'] = server.HOST
-    subprocess.run(  # noqa: S603 - our own argument list
+    subprocess.run(
         [_bin('tempest'), 'init', os.path.join(workspace, 'cloud')],
         env=env, check=True, capture_output=True, timeout=120)
     cloud = os.path.join(workspace, 'cloud')
@@ -183,7 +186,7 @@ def run_tempest(workspace: str, directory: keystone.Directory, region: str,
                        directory, region, os.path.join(cloud, 'logs'))
     stream = os.path.join(workspace, 'results.subunit')
     with open(stream, 'wb') as out:
-        subprocess.run(  # noqa: S603 - our own argument list
+        subprocess.run(
             [_bin('tempest'), 'run', '--regex', regex,
              '--concurrency', str(concurrency), '--subunit'],
             env=env, cwd=cloud, stdout=out, stderr=subprocess.DEVNULL,
@@ -210,7 +213,7 @@ def load_metadefs(state: glance.StateDir) -> None:
     if not os.path.isdir(source):
         raise server.ServerError(f'{source} not found: install '
                                  'glance==33.0.0 in this environment')
-    subprocess.run(  # noqa: S603 - our own argument list
+    subprocess.run(
         [_bin('glance-manage'), *state.config_args(), 'db_load_metadefs',
          source], check=True, capture_output=True, timeout=300,
         stdin=subprocess.DEVNULL)

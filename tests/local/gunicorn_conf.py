@@ -1,10 +1,10 @@
-"""gunicorn hooks (``-c python:instance_aware.local.gunicorn_conf``).
+"""gunicorn hooks (``-c python:tests.local.gunicorn_conf``).
 
 A watchdog thread in the master stops the server gracefully when the
 process that started it is gone or when its lifetime is over, so a test
 run that crashes or is killed never leaves a Glance behind
-(:data:`~instance_aware.local.envvars.PARENT_PID`,
-:data:`~instance_aware.local.envvars.MAX_LIFETIME`).  Workers already exit
+(:data:`~tests.local.envvars.PARENT_PID`,
+:data:`~tests.local.envvars.MAX_LIFETIME`).  Workers already exit
 when the master goes away (gunicorn checks their parent).
 """
 
@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from instance_aware.local import envvars
+from tests.local import envvars
 
 #: gunicorn 23+ opens a control socket in ``~/.gunicorn`` by default,
 #: shared by every server of the user: concurrent servers would clash.

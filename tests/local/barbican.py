@@ -18,7 +18,7 @@ holds everything, and the server runs with ``HOME`` pointing into it:
 
 gunicorn serves it with one worker and one thread: Barbican on SQLite gives
 "database is locked" errors under concurrent writers.  The watchdog of
-:mod:`instance_aware.local.gunicorn_conf` stops it when the process that
+:mod:`tests.local.gunicorn_conf` stops it when the process that
 started it dies or its lifetime is over, so a killed test run never leaves
 a key manager behind.
 """
@@ -27,37 +27,28 @@ from __future__ import annotations
 
 import base64
 import configparser
-import dataclasses
-import http.client
 import importlib.util
 import os
 import secrets
 import sys
 import sysconfig
-import time
 
-from instance_aware.local import envvars
-from instance_aware.local.server import (
+from tests.local import statedir
+from tests.local.process import (
+    DEFAULT_MAX_LIFETIME,
     HOST,
     ServerError,
     ServerProcess,
-    free_port,
-    port_in_use,
-    write_ini,
+    answers,
 )
+from tests.local.statedir import write_ini
 
-#: The paste file :mod:`instance_aware.local.barbican_wsgi` loads.
+#: The paste file :mod:`tests.local.barbican_wsgi` loads.
 PASTE_ENV = 'INSTANCE_AWARE_BARBICAN_PASTE'
 
 #: The ``/v1`` pipeline: Barbican's context filter, no ``authtoken``.
 TRUSTING_PIPELINE = ('cors request_id http_proxy_to_wsgi context '
                      'microversion apiapp')
-
-#: Lifetime of a server started without one (tests): half an hour.
-DEFAULT_MAX_LIFETIME = 1800.0
-
-_LOG_TAIL = 4000
-
 
 def available() -> bool:
     """Whether Barbican is importable by this interpreter."""
@@ -81,17 +72,8 @@ def stock_paste_file() -> str:
                       f'{sys.prefix}/etc/barbican: install barbican==23.0.0')
 
 
-@dataclasses.dataclass(frozen=True)
-class StateDir:
-    """Where one local Barbican keeps everything; paths are absolute."""
-
-    path: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, 'path', os.path.abspath(self.path))
-
-    def join(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
+class StateDir(statedir.StateDir):
+    """Where one local Barbican keeps everything."""
 
     @property
     def home(self) -> str:
@@ -113,10 +95,6 @@ class StateDir:
     @property
     def kek_file(self) -> str:
         return self.join('kek')
-
-    @property
-    def log_file(self) -> str:
-        return self.join('server.log')
 
 
 def _kek(state: StateDir) -> str:
@@ -151,7 +129,7 @@ def prepare(state: StateDir, port: int, *, debug: bool = False) -> None:
         'secretstore': {'enabled_secretstore_plugins': 'store_crypto'},
         'crypto': {'enabled_crypto_plugins': 'simple_crypto'},
         'simple_crypto_plugin': {'kek': _kek(state)},
-    }, '# Written by instance_aware.local.barbican on every start.\n\n')
+    }, '# Written by tests.local.barbican on every start.\n\n')
     stock = configparser.RawConfigParser()
     stock.optionxform = str  # type: ignore[assignment,method-assign]
     stock.read(stock_paste_file(), encoding='utf-8')
@@ -162,22 +140,8 @@ def prepare(state: StateDir, port: int, *, debug: bool = False) -> None:
               state.join('healthcheck_disable'))
     with open(state.paste_file, 'w', encoding='utf-8') as stream:
         stream.write('# Barbican\'s paste file, /v1 without authtoken '
-                     '(instance_aware.local.barbican).\n\n')
+                     '(tests.local.barbican).\n\n')
         stock.write(stream)
-
-
-def answers(port: int, timeout: float = 2.0) -> bool:
-    """Whether Barbican answers its version document on ``port``."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        connection.request('GET', '/', headers={'Accept':
-                                                'application/json'})
-        status = connection.getresponse().status
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
-    return status in (200, 300)
 
 
 class BarbicanServer(ServerProcess):
@@ -189,23 +153,22 @@ class BarbicanServer(ServerProcess):
             requests.get(barbican.url + '/v1/secrets', headers=...)
 
     ``python`` is the interpreter that runs it (default: this one); it
-    needs ``barbican``, ``gunicorn`` and ``instance_aware`` importable.
+    needs ``barbican``, ``gunicorn`` and ``instance_aware`` importable
+    (``tests.local`` comes from the checkout, on ``PYTHONPATH``).
     """
+
+    label = 'Barbican (gunicorn)'
+    state: StateDir
 
     def __init__(self, state_dir: str | os.PathLike[str], *,
                  port: int | None = None, python: str | None = None,
                  max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
                  start_timeout: float = 60.0, stop_timeout: float = 10.0,
                  debug: bool = False) -> None:
-        super().__init__(stop_timeout)
-        self.state = StateDir(os.fspath(state_dir))
-        self._want_port = port
-        self.python = python or sys.executable
-        self.max_lifetime = max_lifetime
-        self.start_timeout = start_timeout
-        self.debug = debug
-        self.port: int | None = None
-        self.startup_seconds: float | None = None
+        super().__init__(StateDir(os.fspath(state_dir)), port=port,
+                         python=python, max_lifetime=max_lifetime,
+                         start_timeout=start_timeout,
+                         stop_timeout=stop_timeout, debug=debug)
 
     @property
     def url(self) -> str:
@@ -213,85 +176,29 @@ class BarbicanServer(ServerProcess):
             raise ServerError('the key manager is not started')
         return f'http://{HOST}:{self.port}'
 
-    @property
-    def log_file(self) -> str:
-        return self.state.log_file
+    def _wanted_ports(self) -> list[int | None]:
+        # A restart keeps the port of the first start, so the endpoint
+        # that clients were configured with stays valid.
+        return [self._want_port or self.port]
 
-    @property
-    def workdir(self) -> str:
-        return self.state.path
+    def _configure(self) -> None:
+        assert self.port is not None
+        prepare(self.state, self.port, debug=self.debug)
 
-    def start(self) -> BarbicanServer:
-        """Prepare the state directory, start gunicorn, wait until served.
-
-        A restart keeps the port of the first start, so the endpoint that
-        clients were configured with stays valid.  A port taken between
-        the pick and gunicorn's bind is retried with a new one (first
-        start without a given port only).
-        """
-        if self.running:
-            return self
-        began = time.monotonic()
-        os.makedirs(self.state.path, exist_ok=True)
-        fixed = self._want_port or self.port
-        attempts = 1 if fixed else 3
-        for attempt in range(attempts):
-            self.port = fixed or free_port()
-            if port_in_use(self.port):
-                if attempt + 1 < attempts:
-                    continue
-                raise ServerError(f'{HOST}:{self.port} is already in use')
-            prepare(self.state, self.port, debug=self.debug)
-            self._spawn()
-            try:
-                self._wait_ready()
-            except ServerError as exc:
-                self.stop()
-                if attempt + 1 < attempts and 'in use' in str(exc):
-                    continue
-                raise
-            break
-        self.startup_seconds = time.monotonic() - began
-        return self
+    def _ready(self, port: int) -> bool:
+        return answers(port, timeout=1.0, path='/',
+                       headers={'Accept': 'application/json'})
 
     def _command(self) -> list[str]:
-        assert self.port is not None
-        return [
-            self.python, '-m', 'gunicorn',
-            '-c', 'python:instance_aware.local.gunicorn_conf',
-            '--worker-class', 'gthread', '--workers', '1', '--threads', '1',
-            '--timeout', '60',
-            '--graceful-timeout', str(max(1, int(self.stop_timeout) - 2)),
-            '--error-logfile', '-', '--access-logfile', '-',
-            '--bind', f'{HOST}:{self.port}',
-            'instance_aware.local.barbican_wsgi:application',
-        ]
+        # One thread: Barbican on SQLite says "database is locked" to
+        # concurrent writers.
+        return self._gunicorn('tests.local.barbican_wsgi:application',
+                              workers=1, threads=1, timeout=60)
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = super()._environment()
         env['HOME'] = self.state.home
         env[PASTE_ENV] = self.state.paste_file
-        env[envvars.PARENT_PID] = str(os.getpid())
-        env[envvars.MAX_LIFETIME] = str(self.max_lifetime or 0)
-        env['PYTHONUNBUFFERED'] = '1'
         # No proxy may stand between the tests and 127.0.0.1.
         env['NO_PROXY'] = env['no_proxy'] = HOST
         return env
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None and self.port is not None
-        deadline = time.monotonic() + self.start_timeout
-        while not answers(self.port, timeout=1.0):
-            code = self._process.poll()
-            if code is not None:
-                raise ServerError(
-                    f'Barbican (gunicorn) exited with code {code} before '
-                    f'serving {HOST}:{self.port}; its log '
-                    f'({self.log_file}):\n{self.log_tail()}')
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f'Barbican: no answer on {HOST}:{self.port} within '
-                    f'{self.start_timeout:g} s; log ({self.log_file}):\n'
-                    f'{self.log_tail()}')
-            time.sleep(0.1)
-

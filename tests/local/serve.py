@@ -1,12 +1,17 @@
-"""``instance-aware``: the developer's commands.
+"""``./tools/dev serve``: a real Glance with the stack on 127.0.0.1.
+
+Why this is one module: the options, their checks and the run they drive
+(servers started, usage printed, signals) are one command.
 
 ::
 
-    instance-aware serve [--port 9292] [--bare-port N | --upstream URL]
-                         [--state-dir .state/serve]
-                         [--flavor keystone|noauth] [--auth-url URL]
-                         [--keystone-port 5000]
-                         [--workers 1] [--threads 4] [--max-lifetime S]
+    ./tools/dev serve [--port 9292] [--bare-port N | --upstream URL]
+                      [--state-dir .state/serve]
+                      [--flavor keystone|noauth] [--auth-url URL]
+                      [--keystone-port 5000]
+                      [--workers 1] [--threads 4] [--max-lifetime S]
+
+(``python -m tests.local serve`` from the checkout, in ``.venv``.)
 
 ``serve``
     Run a real Glance 33 with the instance-aware stack in its pipeline on
@@ -14,7 +19,7 @@
     serves the same Glance without the stack.  The ``keystone`` flavor
     (the default) checks tokens; without ``--auth-url`` it starts a local
     Keystone too and prints the ``OS_*`` variables of its accounts
-    (:mod:`instance_aware.local.clients`).  The ``noauth`` flavor trusts
+    (:mod:`tests.local.clients`).  The ``noauth`` flavor trusts
     identity headers: never expose it.
 ``serve --upstream URL``
     Standalone mode: run only the stack, on 127.0.0.1, forwarding to the
@@ -40,9 +45,9 @@ from types import FrameType
 from typing import Any
 
 from instance_aware import version
-from instance_aware.local import clients, glance, keystone, server
+from tests.local import clients, glance, keystone, server
 
-PROG = 'instance-aware'
+PROG = 'tools/dev'
 STATE_DIR = '.state/serve'
 STANDALONE_STATE_DIR = '.state/standalone'
 
@@ -102,10 +107,10 @@ Act as user alice, member of project demo:
       -H 'X-Identity-Status: Confirmed' -H 'X-Project-Id: demo' \\
       -H 'X-User-Id: alice' -H 'X-Roles: reader,member'
 
-From Python (glanceclient or openstacksdk):
+From Python in the clone (glanceclient or openstacksdk):
 
   import glanceclient
-  from instance_aware.local.identity import session_for
+  from tests.local.identity import session_for
   session = session_for('demo', roles=('reader', 'member'), user='alice')
   glance = glanceclient.Client('2', session=session,
                                endpoint_override='{url}')

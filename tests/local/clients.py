@@ -1,7 +1,7 @@
 """The standard clients against a local Glance and its local Keystone.
 
-``instance-aware serve`` (keystone flavor, no ``--auth-url``) starts a
-Keystone next to Glance (:mod:`instance_aware.local.keystone`) and prints
+``./tools/dev serve`` (keystone flavor, no ``--auth-url``) starts a
+Keystone next to Glance (:mod:`tests.local.keystone`) and prints
 what this module writes: the ``OS_*`` variables with which
 ``openstack``, ``glance`` and openstacksdk work as each local account,
 the same written to ``openrc/<user>`` files in the state directory
@@ -15,7 +15,7 @@ import os
 import shlex
 from collections.abc import Mapping
 
-from instance_aware.local import keystone
+from tests.local import keystone
 
 #: Accounts shown by :func:`usage`, with what they are.
 ACCOUNTS = {

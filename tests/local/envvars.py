@@ -6,7 +6,7 @@ which builds Glance at import.
 
 from __future__ import annotations
 
-#: A state directory made by :func:`instance_aware.local.glance.prepare`.
+#: A state directory made by :func:`tests.local.glance.prepare`.
 STATE_DIR = 'INSTANCE_AWARE_STATE_DIR'
 #: The port served by the ``stacked`` pipeline.
 STACK_PORT = 'INSTANCE_AWARE_STACK_PORT'

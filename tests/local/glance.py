@@ -1,6 +1,9 @@
 """A real Glance 33 with the stack in its pipeline, built in-process.
 
-Used by ``instance-aware serve`` and the functional tests.  Everything
+Why this is one module: the state directory, the configuration written
+into it and the Glance built from that configuration change together.
+
+Used by ``./tools/dev serve`` and the functional tests.  Everything
 lives in one *state directory*: ``glance-api.conf``, the paste file, both
 SQLite databases, the image store, the staging and tasks stores, the log.
 
@@ -20,9 +23,7 @@ keystonemiddleware's ``authtoken`` in front of ``context``.
 from __future__ import annotations
 
 import atexit
-import configparser
 import contextlib
-import dataclasses
 import importlib.metadata
 import json
 import logging as pylogging
@@ -36,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from instance_aware.store import engine as store_engine
 from instance_aware.store import migration
+from tests.local import statedir
+from tests.local.statedir import write_ini
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -63,17 +66,8 @@ class SetupError(Exception):
     """The state directory could not be prepared (message says why)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class StateDir:
-    """Where one local Glance keeps everything; paths are absolute."""
-
-    path: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, 'path', os.path.abspath(self.path))
-
-    def join(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
+class StateDir(statedir.StateDir):
+    """Where one local Glance keeps everything."""
 
     @property
     def config_file(self) -> str:
@@ -103,10 +97,6 @@ class StateDir:
     @property
     def instance_aware_db_url(self) -> str:
         return f'sqlite:///{self.join("instance_aware.sqlite")}'
-
-    @property
-    def log_file(self) -> str:
-        return self.join('server.log')
 
     def store_dir(self, name: str) -> str:
         return self.join('stores', name)
@@ -187,19 +177,10 @@ def config_sections(state: StateDir, *, flavor: str = NOAUTH,
 def write_config(state: StateDir, sections: Mapping[str, Mapping[str, str]]
                  ) -> None:
     """Write ``glance-api.conf`` (no interpolation: values are literal)."""
-    parser = configparser.RawConfigParser()
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    for name, values in sections.items():
-        if name != 'DEFAULT':
-            parser.add_section(name)
-        for key, value in values.items():
-            parser.set(name, key, value)
-    with open(state.config_file, 'w', encoding='utf-8') as stream:
-        stream.write('# Written by instance_aware.local; '
-                     'regenerated on every start.\n'
-                     '# Put lasting overrides in '
-                     f'{os.path.basename(state.config_dir)}/*.conf.\n\n')
-        parser.write(stream)
+    header = ('# Written by tests.local; regenerated on every start.\n'
+              '# Put lasting overrides in '
+              f'{os.path.basename(state.config_dir)}/*.conf.\n\n')
+    write_ini(state.config_file, sections, header)
 
 
 def _glance_manage() -> str:
@@ -210,7 +191,7 @@ def _glance_manage() -> str:
     found = shutil.which('glance-manage')
     if found is None:
         raise SetupError('glance-manage not found: install glance==33.0.0 '
-                         "(extra 'glance') in this environment")
+                         "(extra 'test') in this environment")
     return found
 
 
@@ -253,7 +234,7 @@ def sync_glance_db(state: StateDir, timeout: float = 120) -> bool:
         return False
     command = [_glance_manage(), *state.config_args(), 'db_sync']
     try:
-        result = subprocess.run(  # noqa: S603 - our own argument list
+        result = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout,
             check=False, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
