@@ -28,7 +28,7 @@ from oslo_utils import uuidutils
 from instance_aware.capture.filter import CapturingFilter
 from instance_aware.http import documents, faults
 from instance_aware.http.request import Request
-from instance_aware.keys import errors as key_errors
+from instance_aware.keys import failures as key_errors
 from instance_aware.keys import lifecycle as key_lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import errors as store_errors
