@@ -13,8 +13,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from instance_aware.store import matching as statements
 from instance_aware.store import models
+from instance_aware.store.matching import (
+    by_relation,
+    matching_statement,
+    rank,
+    relation_statement,
+    relation_values_statement,
+)
 from instance_aware.store.reads import Reads
 from instance_aware.store.relations import UUID_KEYS
 
@@ -55,11 +61,10 @@ class Search(Reads):
         statistics (SQLite) may start from ``image_type=backup``, which
         matches most of a cloud's images.
         """
-        if statements.by_relation(filters):
+        if by_relation(filters):
             return self._matching_relations(filters, projects, descending,
                                             values)
-        ordered = sorted(filters.items(),
-                         key=lambda item: statements.rank(item[0]))
+        ordered = sorted(filters.items(), key=lambda item: rank(item[0]))
         shape = tuple(len(value) > models.INDEXED_VALUE_LENGTH
                       for _name, value in ordered)
         params: dict[str, Any] = {'registry_id': self.registry_id}
@@ -70,8 +75,8 @@ class Search(Reads):
             params[f'value_{index}'] = value
         if projects is not None:
             params['projects'] = list(projects)
-        statement = statements.matching_statement(
-            shape, projects is not None, descending)
+        statement = matching_statement(shape, projects is not None,
+                                       descending)
         with self.db.reader() as connection:
             found = [(row[0], row[1])
                      for row in connection.execute(statement, params)]
@@ -106,11 +111,11 @@ class Search(Reads):
 
         if values is not None:
             return self._matching_relations_with_values(
-                statements.relation_values_statement(
-                    names, projects is not None, descending),
+                relation_values_statement(names, projects is not None,
+                                          descending),
                 params, uuid_names, exact, values)
-        statement = statements.relation_statement(
-            names, projects is not None, descending)
+        statement = relation_statement(names, projects is not None,
+                                       descending)
         with self.db.reader() as connection:
             return [(row[0], row[1])
                     for row in connection.execute(statement, params)

@@ -180,7 +180,7 @@ def test_relation_driven_match_equals_the_general_one(
         records: Records, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nova's filters are answered from ``ia_relations``; the answers are
     exactly those of the property index, UUID spellings included."""
-    from instance_aware.store import matching
+    from instance_aware.store import search
     lower = 'abcdef12-3456-4789-8abc-def012345678'
     other = str(uuid.UUID(int=8, version=4))
     install = str(uuid.UUID(int=9, version=4))
@@ -234,7 +234,7 @@ def test_relation_driven_match_equals_the_general_one(
         assert plain == with_values
         assert values == (records.values_of([i for i, _ in plain])
                           if plain else {})
-    monkeypatch.setattr(matching, 'by_relation', lambda f: False)
+    monkeypatch.setattr(search, 'by_relation', lambda f: False)
     general_answers = answers()
     assert relation_answers == general_answers
     monkeypatch.undo()
