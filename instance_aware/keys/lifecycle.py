@@ -10,17 +10,12 @@ pair it deletes the key itself, which stops once our filter strips those
 properties.  :class:`KeyLifecycle` takes both over, each pair on its own
 (one ``ia_encryption_keys`` row per key property, each with its policy).
 
-What the filter calls, and when:
-
-* :meth:`KeyLifecycle.check_readable` before the registry is asked to
-  create an image with a key: a missing or foreign secret is the client's
-  error (:class:`KeyNotAccessible`), an unreachable key manager is not
-  (:class:`KeyManagerUnavailable`);
-* :meth:`KeyLifecycle.on_created` once the registry created it (the
-  ``ia_images`` row exists): registers the consumer, raises on failure
-  after recording it;
-* :meth:`KeyLifecycle.on_deleted` once the registry deleted it: never
-  raises, so a key manager problem never blocks an image deletion.
+The filter calls :meth:`KeyLifecycle.check_readable` before the registry
+creates an image with a key (a missing or foreign secret is the client's
+error, an unreachable key manager is not), :meth:`KeyLifecycle.on_created`
+once the registry created it, and :meth:`KeyLifecycle.on_deleted` once
+it deleted it (never raises: a key manager problem never blocks an image
+deletion).
 
 Where each key stands is recorded through
 :class:`~instance_aware.store.encryption_keys.KeyRows`; ``reconcile``

@@ -25,6 +25,7 @@ __all__ = ['PREFETCH', 'VALUES_BATCH', 'Records', 'Related',
 
 
 class Records(Writes, Search, Relations, Sweeps):
-    """Writes (:mod:`~.writes`), reads of given images (:mod:`~.reads`),
-    filtered lists (:mod:`~.search`), the query API (:mod:`~.relations`)
-    and reconcile's passes (:mod:`~.sweeps`) of one registry."""
+    """Writes and their protocol (:mod:`~.writes`), reads of given images
+    (:mod:`~.reads`), filtered lists (:mod:`~.search`), the query API
+    (:mod:`~.relations`) and reconcile's passes (:mod:`~.sweeps`) of one
+    registry."""
