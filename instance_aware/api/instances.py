@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import webob
 from oslo_utils import strutils
@@ -26,12 +26,9 @@ from oslo_utils import strutils
 from instance_aware import uuids
 from instance_aware.http import documents, faults
 from instance_aware.http.request import Request
-from instance_aware.store.records import Related
-
-if TYPE_CHECKING:
-    from instance_aware.filters.instance_metadata import (
-        InstanceMetadataFilter,
-    )
+from instance_aware.policies.checks import Checks
+from instance_aware.store.answers import Related
+from instance_aware.store.relations import Relations
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 1000
@@ -39,11 +36,13 @@ _PARAMS = frozenset({'image_type', 'backup_type', 'installation',
                      'include_deleted', 'limit', 'marker', 'all_projects'})
 
 
-def handle(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
-    """Serve one query API request."""
+def handle(store: Relations, checks: Checks,
+           req: Request) -> webob.Response:
+    """Serve one query API request from ``store``, allowed by
+    ``checks``."""
     if req.route.name == 'image_instance':
-        return _one(flt, req)
-    return _list(flt, req)
+        return _one(store, checks, req)
+    return _list(store, checks, req)
 
 
 def _isotime(value: datetime.datetime | None) -> str | None:
@@ -100,7 +99,8 @@ def _limit(value: str | None) -> int:
     return limit
 
 
-def _list(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
+def _list(store: Relations, checks: Checks,
+          req: Request) -> webob.Response:
     instance_uuid = _uuid('instance UUID', req.route.params['instance_uuid'])
     params = dict(req.query())
     unknown = sorted(set(params) - _PARAMS)
@@ -108,19 +108,19 @@ def _list(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
         raise faults.bad_request(
             f"Unknown query parameter(s): {', '.join(unknown)}.")
     project = req.context.project_id
-    if not flt.checks.list_instance_images(req.context, project):
+    if not checks.list_instance_images(req.context, project):
         raise faults.forbidden(
             'You are not allowed to list the images of instances.')
     projects: list[str] | None = [project] if project else []
     if _bool('all_projects', params.get('all_projects')):
-        if not flt.checks.is_admin(req.context, project):
+        if not checks.is_admin(req.context, project):
             raise faults.forbidden('Only administrators may use '
                                    'all_projects.')
         projects = None
     installation = params.get('installation')
     limit = _limit(params.get('limit'))
     try:
-        found = flt.records.of_instance(
+        found = store.of_instance(
             instance_uuid, projects,
             image_type=params.get('image_type'),
             backup_type=params.get('backup_type'),
@@ -145,11 +145,12 @@ def _list(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
     return documents.json_response(document)
 
 
-def _one(flt: InstanceMetadataFilter, req: Request) -> webob.Response:
+def _one(store: Relations, checks: Checks,
+         req: Request) -> webob.Response:
     image_id = req.route.image_id
     assert image_id is not None
-    related = flt.records.related(image_id)
-    if related is None or not flt.checks.get_instance_metadata(
+    related = store.related(image_id)
+    if related is None or not checks.get_instance_metadata(
             req.context, related.project_id):
         raise faults.not_found(
             f'No instance relation found for image {image_id}.')

@@ -38,7 +38,7 @@ from instance_aware.filters.encryption_values import (
 )
 from instance_aware.http import documents, faults
 from instance_aware.http.request import Request
-from instance_aware.keys import errors as key_errors
+from instance_aware.keys import failures as key_errors
 from instance_aware.keys import lifecycle as key_lifecycle
 from instance_aware.keys import opts as key_opts
 from instance_aware.store import errors as store_errors

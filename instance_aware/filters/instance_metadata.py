@@ -57,7 +57,7 @@ class InstanceMetadataFilter(CapturingFilter):
 
     def process_request(self, req: Request) -> webob.Response | None:
         if req.route.name in ('image_instance', 'instance_images'):
-            return query_api.handle(self, req)
+            return query_api.handle(self.records, self.checks, req)
         return super().process_request(req)
 
     def validate(self, req: Request, values: Mapping[str, str],

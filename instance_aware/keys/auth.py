@@ -34,7 +34,7 @@ from keystoneauth1.identity import v3 as ks_v3
 from oslo_config import cfg
 from oslo_context import context as oslo_context
 
-from instance_aware.keys import errors, opts
+from instance_aware.keys import failures, opts
 
 if TYPE_CHECKING:
     from keystoneauth1 import session as ks_session
@@ -186,14 +186,14 @@ def caller_context(conf: cfg.ConfigOpts, ctx: oslo_context.RequestContext
     """
     group = opts.KeyOptions.load(conf)
     if not (ctx.user_id or ctx.project_id or ctx.auth_token):
-        raise errors.KeyNotAccessible(
+        raise failures.KeyNotAccessible(
             'an anonymous caller cannot use key manager secrets',
-            reason=errors.FORBIDDEN)
+            reason=failures.FORBIDDEN)
     auth: ks_plugin.BaseAuthPlugin
     if group.auth_mode == opts.TRUSTED_HEADERS:
         auth = HeadersAuth(identity_headers(ctx), group.timeout)
     elif not ctx.auth_token:
-        raise errors.KeyManagerNotConfigured(
+        raise failures.KeyManagerNotConfigured(
             'the request carries no token to forward to the key manager; '
             f'[{opts.GROUP}] auth_mode = {opts.TOKEN} needs keystonemiddleware'
             "'s authtoken in the pipeline")

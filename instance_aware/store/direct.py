@@ -1,10 +1,11 @@
 """Hot reads on the driver's cursor, with SQL that SQLAlchemy rendered.
 
 The stack reads the store on every show and list, to give the captured
-keys back.  Around a query that SQLite answers in 7 us, SQLAlchemy Core
-spends about 75 us of its own (cache key, execution context, events,
+keys back.  Around such a short query SQLAlchemy Core spends several
+times the query's own time (cache key, execution context, events,
 result object, the expanding ``IN`` rendered anew): on a show that is
-most of what the stack adds.  For these few fixed reads SQLAlchemy still
+most of what the stack adds (the benchmarks page has the figures).  For
+these few fixed reads SQLAlchemy still
 does what it is good at, rendering the statement for the dialect (once
 per dialect and shape), the pool with its checkout checks, and its error
 classes, and the rendered SQL runs on the cursor of a pooled connection.

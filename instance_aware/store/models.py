@@ -45,6 +45,13 @@ DELETED = 'deleted'
 INSTANCE = 'instance'
 ENCRYPTION = 'encryption'
 
+# States of ia_encryption_keys rows (``lifecycle_state``).
+KEY_NONE = 'none'
+CONSUMER_REGISTERED = 'consumer_registered'
+CONSUMER_REMOVED = 'consumer_removed'
+KEY_DELETED = 'key_deleted'
+KEY_FAILED = 'failed'
+
 
 def utcnow() -> datetime.datetime:
     """Naive UTC, as Glance stores its own timestamps."""
@@ -92,6 +99,12 @@ class Image(Base):
     encryption_keys: orm.Mapped[list[EncryptionKey]] = orm.relationship(
         back_populates='image', cascade='all, delete-orphan',
         lazy='selectin')
+
+    def holds_nothing(self) -> bool:
+        """Whether no captured value, relation or key hangs on the row
+        (an aborted create may then drop it)."""
+        return (not self.properties and self.relation is None
+                and not self.encryption_keys)
 
 
 class Property(Base):

@@ -180,7 +180,7 @@ def test_relation_driven_match_equals_the_general_one(
         records: Records, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nova's filters are answered from ``ia_relations``; the answers are
     exactly those of the property index, UUID spellings included."""
-    from instance_aware.store import records as records_module
+    from instance_aware.store import search
     lower = 'abcdef12-3456-4789-8abc-def012345678'
     other = str(uuid.UUID(int=8, version=4))
     install = str(uuid.UUID(int=9, version=4))
@@ -234,7 +234,7 @@ def test_relation_driven_match_equals_the_general_one(
         assert plain == with_values
         assert values == (records.values_of([i for i, _ in plain])
                           if plain else {})
-    monkeypatch.setattr(records_module, '_by_relation', lambda f: False)
+    monkeypatch.setattr(search, 'by_relation', lambda f: False)
     general_answers = answers()
     assert relation_answers == general_answers
     monkeypatch.undo()
@@ -276,18 +276,17 @@ def test_matching_reads_the_values_of_its_matches_along(
     assert nothing == {}
 
 
-@pytest.mark.parametrize('builder', ['_relation_statement',
-                                     '_relation_values_statement'])
+@pytest.mark.parametrize('builder', ['relation_statement',
+                                     'relation_values_statement'])
 def test_sqlite_drives_relation_matches_by_the_relation_index(
         tmp_path: pathlib.Path, builder: str) -> None:
     """SQLite keeps no value statistics: left to choose, it walks the
     project index (most of the table) instead of the relation index."""
-    from instance_aware.store import migration
-    from instance_aware.store import records as records_module
+    from instance_aware.store import matching, migration
     engine = ia_engine.create_engine(f'sqlite:///{tmp_path}/plan.sqlite')
     migration.upgrade(engine)
     names = ('backup_type', 'image_type', 'instance_uuid')
-    statement = getattr(records_module, builder)(names, True, True)
+    statement = getattr(matching, builder)(names, True, True)
     compiled = statement.compile(dialect=engine.dialect)
     values = {**compiled.params, 'registry_id': 'r1',
               'relation_instance_uuid': INSTANCE,

@@ -39,10 +39,14 @@ def image_consumer(image_id: str) -> dict[str, str]:
             'resource_id': image_id}
 
 
+#: The key lifecycle's modules log under this package.
+KEYS_LOGGER = 'instance_aware.keys'
+
+
 def lifecycle_warnings(caplog: pytest.LogCaptureFixture,
                        level: int) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == lifecycle.__name__ and r.levelno == level]
+            if r.name.startswith(f'{KEYS_LOGGER}.') and r.levelno == level]
 
 
 def created(keys: lifecycle.KeyLifecycle, api: BarbicanApi, project: str,
@@ -131,7 +135,7 @@ def test_secret_still_consumed_elsewhere_is_kept_with_a_warning(
     barbican_api.add_consumer(secret, 'alpha', 'volume', 'volume', volume)
     set_image_state(db, image, models.DELETED)
 
-    with caplog.at_level(logging.INFO, logger=lifecycle.__name__):
+    with caplog.at_level(logging.INFO, logger=KEYS_LOGGER):
         state = keys.on_deleted(caller('alpha'), image)
 
     assert state == lifecycle.CONSUMER_REMOVED

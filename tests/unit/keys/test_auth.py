@@ -13,7 +13,7 @@ from keystoneauth1.identity import v3 as ks_v3
 from oslo_config import cfg
 from oslo_context import context as oslo_context
 
-from instance_aware.keys import auth, errors, lifecycle, opts
+from instance_aware.keys import auth, failures, lifecycle, opts
 from instance_aware.store import engine as ia_engine
 
 ENDPOINT = 'http://barbican.example:9311'
@@ -78,14 +78,14 @@ def test_token_mode_without_endpoint_uses_keystone_like_castellan(conf):
 
 
 def test_token_mode_without_token_is_a_deployment_error(conf):
-    with pytest.raises(errors.KeyManagerNotConfigured, match='authtoken'):
+    with pytest.raises(failures.KeyManagerNotConfigured, match='authtoken'):
         auth.caller_context(conf, user())
 
 
 def test_anonymous_callers_cannot_use_secrets(conf):
-    with pytest.raises(errors.KeyNotAccessible) as raised:
+    with pytest.raises(failures.KeyNotAccessible) as raised:
         auth.caller_context(conf, oslo_context.RequestContext())
-    assert raised.value.reason == errors.FORBIDDEN
+    assert raised.value.reason == failures.FORBIDDEN
 
 
 def test_trusted_headers_mode_sends_keystonemiddleware_headers(conf):
@@ -141,7 +141,7 @@ def test_trusted_headers_need_an_explicit_endpoint(conf, tmp_path):
     assert keys.missing is not None
     assert keys.missing.startswith('[barbican] barbican_endpoint is not set')
     assert lifecycle.configuration_problem(conf) == keys.missing
-    with pytest.raises(errors.KeyManagerNotConfigured,
+    with pytest.raises(failures.KeyManagerNotConfigured,
                        match='barbican_endpoint'):
         keys.check_readable(user(), '0b4a2a1e-8e9f-4c3e-9a57-0c1ad1b7d3a1')
     db.engine.dispose()
@@ -200,28 +200,29 @@ def _raised_from(cause: Exception) -> Exception:
 
 @pytest.mark.parametrize('exc,kind,reason', [
     pytest.param(castellan_exception.ManagedObjectNotFoundError(uuid='k'),
-                 errors.KeyNotAccessible, errors.NOT_FOUND, id='not-found'),
+                 failures.KeyNotAccessible, failures.NOT_FOUND,
+                 id='not-found'),
     pytest.param(_raised_from(barbican_exceptions.HTTPClientError(
-        'Forbidden', status_code=403)), errors.KeyNotAccessible,
-        errors.FORBIDDEN, id='forbidden'),
+        'Forbidden', status_code=403)), failures.KeyNotAccessible,
+        failures.FORBIDDEN, id='forbidden'),
     pytest.param(_raised_from(barbican_exceptions.SecretHasConsumers()),
-                 errors.ConsumersRemain, None, id='has-consumers'),
+                 failures.ConsumersRemain, None, id='has-consumers'),
     pytest.param(_raised_from(barbican_exceptions.HTTPClientError(
         'Secret cannot be deleted as it has consumers.', status_code=400)),
-        errors.ConsumersRemain, None, id='has-consumers-400'),
+        failures.ConsumersRemain, None, id='has-consumers-400'),
     pytest.param(_raised_from(barbican_exceptions.HTTPServerError(
-        'boom', status_code=500)), errors.KeyManagerUnavailable, None,
+        'boom', status_code=500)), failures.KeyManagerUnavailable, None,
         id='server-error'),
     pytest.param(_raised_from(barbican_exceptions.HTTPAuthError(
-        'Unauthorized')), errors.KeyManagerUnavailable, None,
+        'Unauthorized')), failures.KeyManagerUnavailable, None,
         id='token-refused'),
     pytest.param(ks_exceptions.ConnectFailure('refused'),
-                 errors.KeyManagerUnavailable, None, id='unreachable'),
+                 failures.KeyManagerUnavailable, None, id='unreachable'),
     pytest.param(_raised_from(ks_exceptions.ConnectTimeout('slow')),
-                 errors.KeyManagerUnavailable, None, id='timeout'),
+                 failures.KeyManagerUnavailable, None, id='timeout'),
 ])
 def test_classify(exc, kind, reason):
-    classified = errors.classify(exc, 'k')
+    classified = failures.classify(exc, 'k')
     assert type(classified) is kind
     if reason is not None:
         assert classified.reason == reason

@@ -190,7 +190,13 @@ class _LosingOnce:
 def test_digest_and_key_writes_are_retried_too(
         tmp_path: pathlib.Path, sleeps: list[float]) -> None:
     from instance_aware.keys import lifecycle as key_lifecycle
-    from instance_aware.store import digests, migration, models, records
+    from instance_aware.store import (
+        digests,
+        encryption_keys,
+        migration,
+        models,
+        records,
+    )
     from instance_aware.store import engine as store_engine
 
     engine = store_engine.create_engine(f'sqlite:///{tmp_path}/r.sqlite')
@@ -213,15 +219,16 @@ def test_digest_and_key_writes_are_retried_too(
     found = store.get(image_id)
     assert found is not None and found.state == models.RECORDED
     keys = key_lifecycle.KeyLifecycle.__new__(key_lifecycle.KeyLifecycle)
-    keys.db, keys.registry_id = losing, 'r'  # type: ignore[assignment]
+    keys.rows = encryption_keys.KeyRows(
+        losing, 'r')  # type: ignore[arg-type]
     losing.left = 2
     key_id = '0b3f3cf4-2c07-4c46-9a54-36c2b0c7d8a1'
     assert keys._attach(image_id, key_lifecycle.STANDARD_KEY, key_id,
                         'on_image_deletion') is None
     losing.left = 2
-    keys._record(image_id, key_lifecycle.STANDARD_KEY, key_id,
-                 key_lifecycle.CONSUMER_REGISTERED)
+    keys.rows.record(image_id, key_lifecycle.STANDARD_KEY, key_id,
+                     key_lifecycle.CONSUMER_REGISTERED)
     assert losing.left == 0 and losing.lost == 12
-    [stored] = keys._read(image_id)
+    [stored] = keys.rows.read(image_id)
     assert stored.lifecycle_state == key_lifecycle.CONSUMER_REGISTERED
     engine.dispose()

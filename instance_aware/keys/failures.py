@@ -1,4 +1,4 @@
-"""Key lifecycle errors, and what castellan's errors mean for them.
+"""Key lifecycle failures, and what castellan's errors mean for them.
 
 castellan reports almost everything as ``KeyManagerError``; what happened
 is only in the barbicanclient exception it was raised from (an HTTP status,
