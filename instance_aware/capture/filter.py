@@ -92,13 +92,13 @@ class CapturingFilter(base.Filter):
 
     # -- request flow ------------------------------------------------------
 
-    def accepts(self, environ: WSGIEnvironment) -> bool:
+    def handles(self, environ: WSGIEnvironment) -> bool:
         # Asserting headers never reach the registry, handled or not.
         for header, key in self.HEADERS.items():
             value = environ.pop(header, None)
             if value is not None:
                 environ.setdefault('instance_aware.asserted', {})[key] = value
-        return super().accepts(environ)
+        return super().handles(environ)
 
     def process_request(self, req: Request) -> webob.Response | None:
         name, method = req.route.name, req.verb

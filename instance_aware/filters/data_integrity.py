@@ -17,49 +17,17 @@ from a local store, and BLAKE3 (about 6 GiB/s) is not, with the same
 strength against a tampered file.  Option ``verify_image_data`` turns
 everything off.
 
-Recording.  After the registry answers 204, and only if the stack saw the
-whole body go in (``Content-Length`` bytes, or the end of a chunked body),
-algorithm, digest, fingerprint and size are recorded in
-``ia_image_data``.  A short, aborted or refused upload records nothing.
-If the mapping database is down then, the upload still succeeds (the
-registry has the data): the failure is logged and that image's downloads
-go unchecked.
+Recording (:mod:`instance_aware.integrity.uploads`).  After the
+registry answers 204, and only if the stack saw the whole body go in, the
+digest is recorded in ``ia_image_data``.
 
-Stage.  ``PUT /stage`` records the digest of the staged bytes as
-``staged``.  glance-direct stores them as they are unless an import
-plugin (``image_conversion``, ``image_decompression``) rewrites them, so
-the first full download compares the staged digest with the registry's
-``os_hash_value`` (one image GET, once):
+Stages and imports (:mod:`instance_aware.integrity.imports`).  A staged
+digest, or an import the stack could not see, is settled against the
+registry's own digest at the first full download.
 
-* equal: the record becomes ``recorded`` and is used as it is;
-* different, and the configuration positively says an import plugin
-  rewrites data (:mod:`.import_plugins`: Glance's ``[image_import_opts]
-  image_import_plugins``, read from the service's files whether or not
-  this process ran an import, or ``image_conversion_enabled``): the
-  registry's digest, computed when the import stored the data, is adopted
-  (source ``import``), so later changes to the stored file are caught;
-* different otherwise (no rewriting plugin, or none that can be read):
-  the staged file changed before the import stored it.  Alert, the record
-  is marked ``tampered`` and the download is checked against the staged
-  digest (and fails).
-
-Imports the stack cannot see.  Glance fetches the bytes of a
-``web-download`` or ``glance-download`` import itself: its 202 to ``POST
-.../import`` for an image without a record leaves a ``pending`` one, and
-the first full download adopts the digest Glance computed while storing
-the data (source ``import``) and is checked against it.  A record the
-image has is kept (glance-direct's staged digest; copy-image copies data
-whose record covers every store).
-
-Checking.  A full download is hashed on the way out: a 200 answer to
-``GET .../file``, or a 206 whose ``Content-Range`` (the registry's own
-statement of what it sends, parsed by webob) covers the whole image
-(``bytes=0-``, ``bytes=-<size>``, ``bytes=0-<size or more>``).  Partial
-ranges pass unchecked: their bytes cannot be compared with a digest of
-the whole.  Glance refuses requests for several ranges (400).  The check
-uses BLAKE3 when the record has a fingerprint, else the record's
-algorithm (an ``import`` digest, a record from before fingerprints), and
-then the fingerprint of the verified bytes is kept for the next ones.
+Checking (:mod:`instance_aware.integrity.downloads`).  A full download
+(a 200, or a 206 covering the whole image) is hashed on the way out and
+compared with the record; partial ranges pass unchecked.
 The last non-empty chunk is held back until the registry's iterator
 ends.  On a mismatch that chunk is never sent, an ``ALERT`` is logged at
 error level with the image id, the record is marked ``tampered`` and
@@ -98,26 +66,30 @@ images served from Glance's image cache are checked too.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-import webob.byterange
+import webob
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from instance_aware.filters import base
 from instance_aware.http import reading
-from instance_aware.http.request import Request
-from instance_aware.integrity import import_plugins
+from instance_aware.http.request import Request, declared_length
+from instance_aware.integrity import (
+    downloads,
+    import_plugins,
+    imports,
+    uploads,
+)
 from instance_aware.integrity.checked_body import (
     CheckedBody,
     Ending,
     ImageDataMismatch,
     Outcome,
 )
+from instance_aware.integrity.downloads import whole_image
 from instance_aware.integrity.hashing import (
     BATCH_SIZE,
     THREAD_THRESHOLD,
@@ -129,15 +101,15 @@ from instance_aware.store import errors as store_errors
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
-
 LOG = logging.getLogger(__name__)
 
 #: Glance's default ``hashing_algorithm``.
 DEFAULT_ALGORITHM = 'sha512'
 #: Paste key naming the algorithm when Glance's options are not loaded.
 ALGORITHM_KEY = 'hashing_algorithm'
+#: The requests this filter acts on: (method, route name).
+_HANDLED = frozenset({('PUT', 'image_file'), ('PUT', 'image_stage'),
+                      ('GET', 'image_file'), ('POST', 'image_import')})
 
 __all__ = ['BATCH_SIZE', 'THREAD_THRESHOLD', 'CheckedBody',
            'DataIntegrityFilter', 'Ending', 'HashingReader',
@@ -145,86 +117,60 @@ __all__ = ['BATCH_SIZE', 'THREAD_THRESHOLD', 'CheckedBody',
            'whole_image']
 
 
-class _Status:
-    """``start_response`` that remembers the status and headers it passed
-    on."""
-
-    def __init__(self, start_response: StartResponse) -> None:
-        self._start_response = start_response
-        self.code: int | None = None
-        self.headers: list[tuple[str, str]] = []
-
-    def __call__(self, status: str, headers: list[tuple[str, str]],
-                 exc_info: Any = None) -> Callable[[bytes], object]:
-        try:
-            self.code = int(status.split(None, 1)[0])
-        except (ValueError, IndexError):
-            self.code = None
-        self.headers = headers
-        return self._start_response(status, headers, exc_info)
-
-    def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
-
-
-def whole_image(code: int | None, content_range: str | None) -> bool:
-    """Whether a download answer carries the whole image: a 200, or a 206
-    whose ``Content-Range`` (parsed by webob) runs from the first byte to
-    the last of a known length."""
-    if code == 200:
-        return True
-    if code != 206 or content_range is None:
-        return False
-    parsed = webob.byterange.ContentRange.parse(content_range)
-    return (parsed is not None and parsed.length is not None
-            and parsed.start == 0 and parsed.stop == parsed.length)
-
-
-def _content_length(environ: WSGIEnvironment) -> int | None:
-    if 'chunked' in environ.get('HTTP_TRANSFER_ENCODING', '').lower():
-        return None
-    try:
-        return int(environ['CONTENT_LENGTH'])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 class DataIntegrityFilter(base.Filter):
     """Record the digest of uploaded data; check full downloads."""
 
     ROUTES: ClassVar[frozenset[str | None]] = frozenset(
         {'image_file', 'image_stage', 'image_import'})
-    #: Image data is streamed through its WSGI call (never webob).
-    DIRECT = False
 
-    def __call__(self, environ: WSGIEnvironment,
-                 start_response: StartResponse) -> Iterable[bytes]:
-        refused = reading.refuse(environ, start_response)
-        if refused is not None:
-            return refused
+    def handles(self, environ: dict[str, Any]) -> bool:
+        """Uploads, stages, imports and downloads of one image; anything
+        else (``HEAD`` included) passes untouched, as does everything
+        when ``verify_image_data`` is off."""
         found = reading.of(environ)
-        method, route = found.method, found.route
-        if method not in ('GET', 'PUT', 'POST'):
-            return self.application(environ, start_response)
-        image_id = route.image_id
-        if (route.name not in self.ROUTES or image_id is None
-                or not self.config.verify_image_data):
-            return self.application(environ, start_response)
-        if method == 'POST':
-            if route.name == 'image_import':
-                return self._import(environ, start_response, image_id)
-            return self.application(environ, start_response)
-        if method == 'PUT':
-            source = models.UPLOAD if route.name == 'image_file' else (
-                models.STAGE)
-            return self._upload(environ, start_response, image_id, source)
-        if route.name == 'image_file':
-            return self._download(environ, start_response, image_id)
-        return self.application(environ, start_response)
+        route = found.route
+        return ((found.method, route.name) in _HANDLED
+                and route.image_id is not None
+                and bool(self.config.verify_image_data))
+
+    def process_request(self, req: Request) -> webob.Response | None:
+        if req.verb != 'PUT':
+            return None
+        # An upload is forwarded from here: its hashing reader is let go
+        # however the registry's call ends.
+        image_id = req.route.image_id
+        assert image_id is not None
+        source = (models.UPLOAD if req.route.name == 'image_file'
+                  else models.STAGE)
+        algo = self.algorithm
+        try:
+            hasher = hashlib.new(algo)
+        except ValueError:
+            LOG.error('Unknown hashing algorithm %r: data of image %s is '
+                      'not recorded', algo, image_id)
+            return self.forward(req)
+        more = ((fingerprinter(),) if self.config.fingerprint_image_data
+                else ())
+        reader = HashingReader(req.environ['wsgi.input'], hasher, *more)
+        req.environ['wsgi.input'] = reader
+        try:
+            response = self.forward(req)
+            if response.status_code == 204:
+                uploads.record(self.digests, image_id, source, algo, reader,
+                               declared_length(req.environ))
+        finally:
+            reader.abandon()  # no-op once the digest was taken
+        return response
+
+    def process_response(self, response: webob.Response,
+                         request: Request) -> webob.Response:
+        image_id = request.route.image_id
+        assert image_id is not None
+        if request.verb == 'POST':
+            if response.status_code == 202:
+                imports.note(self.digests, image_id)
+            return response
+        return self._check(response, request, image_id)
 
     # -- configuration -----------------------------------------------------
 
@@ -247,215 +193,53 @@ class DataIntegrityFilter(base.Filter):
         return import_plugins.rewriting(
             self.oslo_conf, self.config.image_conversion_enabled)
 
-    # -- uploads -----------------------------------------------------------
-
-    def _upload(self, environ: WSGIEnvironment,
-                start_response: StartResponse, image_id: str,
-                source: str) -> Iterable[bytes]:
-        algo = self.algorithm
-        try:
-            hasher = hashlib.new(algo)
-        except ValueError:
-            LOG.error('Unknown hashing algorithm %r: data of image %s is '
-                      'not recorded', algo, image_id)
-            return self.application(environ, start_response)
-        more = ((fingerprinter(),) if self.config.fingerprint_image_data
-                else ())
-        reader = HashingReader(environ['wsgi.input'], hasher, *more)
-        environ['wsgi.input'] = reader
-        status = _Status(start_response)
-        try:
-            body = self.application(environ, status)
-            if status.code == 204:
-                self._record(environ, image_id, source, algo, reader)
-        finally:
-            reader.abandon()  # no-op once the digest was taken
-        return body
-
-    def _record(self, environ: WSGIEnvironment, image_id: str, source: str,
-                algo: str, reader: HashingReader) -> None:
-        expected = _content_length(environ)
-        complete = (reader.count == expected if expected is not None
-                    else reader.eof)
-        if not complete:
-            LOG.warning('The registry accepted data for image %s but the '
-                        'stack saw an incomplete body (%d of %s bytes); '
-                        'its digest is not recorded', image_id,
-                        reader.count,
-                        'unknown' if expected is None else expected)
-            return
-        state = models.STAGED if source == models.STAGE else models.RECORDED
-        digest, *more = reader.hexdigests()
-        try:
-            self.digests.record(image_id, algo=algo, digest=digest,
-                                size=reader.count, source=source,
-                                state=state,
-                                fingerprint=more[0] if more else None)
-        except store_errors.StoreError as exc:
-            LOG.error('Mapping database unavailable: the digest of image '
-                      '%s was not recorded and its downloads will not be '
-                      'checked: %s', image_id, exc)
-
-    # -- imports -----------------------------------------------------------
-
-    def _import(self, environ: WSGIEnvironment,
-                start_response: StartResponse,
-                image_id: str) -> Iterable[bytes]:
-        """Note an accepted import of an image without a record: the
-        registry fetches its bytes itself (web-download, glance-download),
-        so its digest is adopted at the first full download."""
-        status = _Status(start_response)
-        body = self.application(environ, status)
-        if status.code == 202:
-            try:
-                self.digests.expect_import(image_id)
-            except store_errors.StoreError as exc:
-                LOG.warning('Mapping database unavailable: the import of '
-                            'image %s is not noted and its downloads will '
-                            'not be checked: %s', image_id, exc)
-        return body
-
     # -- downloads ---------------------------------------------------------
 
-    def _download(self, environ: WSGIEnvironment,
-                  start_response: StartResponse,
-                  image_id: str) -> Iterable[bytes]:
-        status = _Status(start_response)
-        body = self.application(environ, status)
-        if not whole_image(status.code, status.header('Content-Range')):
-            return body  # partial, refused, or status not known yet
+    def _check(self, response: webob.Response, req: Request,
+               image_id: str) -> webob.Response:
+        """The download, checked on its way out when it is the whole
+        image and the image has a record."""
+        body = response.app_iter
+        if not whole_image(response.status_code,
+                           response.headers.get('Content-Range')):
+            return response  # partial or refused
         try:
-            expected = self._expected(environ, image_id)
+            expected = self._expected(req, image_id)
         except store_errors.StoreError as exc:
             LOG.warning('Mapping database unavailable: image %s is served '
                         'without checking its data: %s', image_id, exc)
-            return body
+            return response
         except BaseException:
             close = getattr(body, 'close', None)
             if close is not None:
                 close()
             raise
         if expected is None:
-            return body
-        return CheckedBody(body, expected,
-                           functools.partial(self._checked, expected),
-                           fingerprint=self.config.fingerprint_image_data)
+            return response
+        checked = CheckedBody(
+            body, expected,
+            functools.partial(downloads.settle, self.digests, expected),
+            fingerprint=self.config.fingerprint_image_data)
+        # A new response object: setting ``app_iter`` would drop the
+        # registry's ``Content-Length``.
+        return webob.Response(status=response.status,
+                              headerlist=response.headerlist,
+                              app_iter=checked)
 
-    def _expected(self, environ: WSGIEnvironment,
-                  image_id: str) -> Digest | None:
+    def _expected(self, req: Request, image_id: str) -> Digest | None:
         record = self.digests.get(image_id)
         if record is None or record.state not in (models.STAGED,
                                                   models.PENDING):
             return record
         # Data the registry stored since: its digest settles the record.
-        shown = self._registry_digest(environ, image_id)
-        if shown is None:
+        shown_req = Request({k: v for k, v in req.environ.items()
+                             if k != 'HTTP_ACCEPT'})
+        found = imports.shown(self.show_image(shown_req, image_id))
+        if found is None:
             LOG.warning('Image %s: the registry shows no digest yet; '
                         'served without checking its data', image_id)
             return None
         if record.state == models.STAGED:
-            return self._settle_stage(record, shown)
-        return self._adopt_import(record, shown)
-
-    def _registry_digest(self, environ: WSGIEnvironment,
-                         image_id: str) -> tuple[str, str, int] | None:
-        """The registry's ``(os_hash_algo, os_hash_value, size)``."""
-        req = Request({k: v for k, v in environ.items()
-                       if k != 'HTTP_ACCEPT'})
-        response = self.show_image(req, image_id)
-        if response.status_int != 200:
-            return None
-        try:
-            shown = response.json_body
-            algo, value, size = (shown['os_hash_algo'],
-                                 shown['os_hash_value'], shown['size'])
-        except (ValueError, TypeError, KeyError):
-            return None
-        if not (isinstance(algo, str) and isinstance(value, str)
-                and isinstance(size, int)):
-            return None
-        return algo, value, size
-
-    def _adopt_import(self, record: Digest,
-                      shown: tuple[str, str, int]) -> Digest | None:
-        """The registry's digest of data the stack did not see."""
-        image_id = record.image_id
-        algo, value, size = shown
-        LOG.info("Image %s: imported by the registry itself; its downloads "
-                 "are checked against the registry's %s digest computed "
-                 'at import', image_id, algo)
-        return self.digests.record(image_id, algo=algo, digest=value,
-                                   size=size, source=models.IMPORT)
-
-    def _settle_stage(self, record: Digest,
-                      shown: tuple[str, str, int]) -> Digest | None:
-        """What a staged digest means now that the import stored data."""
-        image_id = record.image_id
-        algo, value, size = shown
-        if (algo, value) == (record.algo, record.digest):
-            self.digests.confirm(image_id, record.digest)
-            return dataclasses.replace(record, state=models.RECORDED)
-        rewriting = self._rewriting_plugins()
-        if not rewriting:
-            if algo != record.algo:
-                # Not comparable here: the download compares the stored
-                # bytes with the staged digest itself.
-                self.digests.confirm(image_id, record.digest)
-                return dataclasses.replace(record, state=models.RECORDED)
-            LOG.error('ALERT: the staged data of image %s changed before '
-                      'the import stored it (staged %s %s, stored %s); no '
-                      'import plugin configured here rewrites data.  Image '
-                      'marked tampered; its downloads fail.', image_id,
-                      algo, record.digest, value)
-            try:
-                self.digests.mark_tampered(image_id, record.digest)
-            except store_errors.StoreError as exc:
-                LOG.warning('Mapping database unavailable: image %s is not '
-                            'marked tampered: %s', image_id, exc)
-            return dataclasses.replace(record, state=models.TAMPERED)
-        LOG.info('Image %s: the import stored other data than was staged '
-                 '(import plugins %s rewrite it); its downloads are checked '
-                 "against the registry's %s digest computed at import",
-                 image_id, ', '.join(rewriting), algo)
-        return self.digests.record(image_id, algo=algo, digest=value,
-                                   size=size, source=models.IMPORT)
-
-    def _checked(self, expected: Digest, outcome: Outcome) -> None:
-        """Log and store how a full download ended (once per download)."""
-        image_id = expected.image_id
-        if outcome.ending is Ending.ABANDONED:
-            LOG.debug('Image %s: download closed after %d bytes, before its '
-                      'end; not judged', image_id, outcome.size)
-            return
-        if outcome.ending is Ending.BROKEN_OFF:
-            LOG.warning('Image %s: the registry broke off its download after '
-                        '%d of %d bytes (%s); the transfer failed, its data '
-                        'was not judged', image_id, outcome.size,
-                        expected.size, outcome.error)
-            return
-        matched = outcome.matched
-        if not matched:
-            if outcome.digest is None:
-                kind, recorded, got = ('blake3', expected.fingerprint,
-                                       outcome.fingerprint)
-            else:
-                kind, recorded, got = (expected.algo, expected.digest,
-                                       outcome.digest)
-            LOG.error('ALERT: data of image %s does not match the digest '
-                      'recorded at %s (%s %s, %d bytes); the download gave '
-                      '%s over %d bytes.  Transfer cut short, image marked '
-                      'tampered.', image_id, expected.recorded_at, kind,
-                      recorded, expected.size, got, outcome.size)
-        try:
-            if matched:
-                # A fingerprint first computed over verified bytes is kept.
-                learned = (outcome.fingerprint
-                           if expected.fingerprint is None else None)
-                self.digests.mark_verified(image_id, expected.digest,
-                                           fingerprint=learned)
-            else:
-                self.digests.mark_tampered(image_id, expected.digest)
-        except store_errors.StoreError as exc:
-            LOG.warning('Mapping database unavailable: the check of image '
-                        '%s (%s) is not stored: %s', image_id,
-                        'match' if matched else 'MISMATCH', exc)
+            return imports.settle_stage(self.digests, record, found,
+                                        self._rewriting_plugins)
+        return imports.adopt(self.digests, record, found)
