@@ -27,8 +27,8 @@ registry's own digest at the first full download.
 
 Checking (:mod:`instance_aware.integrity.downloads`).  A full download
 (a 200, or a 206 covering the whole image) is hashed on the way out and
-compared with the record; partial ranges pass unchecked.
-The last non-empty chunk is held back until the registry's iterator
+compared with the record; partial ranges pass unchecked.  The last
+non-empty chunk is held back until the registry's iterator
 ends.  On a mismatch that chunk is never sent, an ``ALERT`` is logged at
 error level with the image id, the record is marked ``tampered`` and
 :class:`ImageDataMismatch` is raised.  The registry's ``Content-Length``
@@ -54,9 +54,11 @@ client went away: *abandoned*, nothing judged).
 If the mapping database is down the download is served unchecked, with a
 warning: images stay available without it.  ``HEAD``, other statuses and
 images without a record (data uploaded around the stack, locations added
-by API) pass untouched, as do responses whose status is unknown when the
-registry returns (webob applications, Glance included, call
-``start_response`` first).
+by API) pass unchecked.  The registry is called through webob
+(:meth:`~instance_aware.filters.base.Filter.forward`), which streams the
+body of an application that starts its response before returning it
+(Glance and the standalone proxy do) and would read whole the body of one
+that starts it later.
 
 Place in the stack: innermost, next to the registry, so the bytes hashed
 are exactly the bytes the registry received and sent, whatever the outer
