@@ -13,8 +13,8 @@ on) and :meth:`~Filter.process_response`.  The base adds:
   full speed;
 * one way through the filters of a stack.  A filter reaches the next
   application through :meth:`~Filter.forward`.  When that application is
-  itself a :class:`Filter` (the stack composes them so,
-  :func:`~instance_aware.filters.stack.compose`), ``forward`` calls its
+  itself a :class:`Filter` (as :func:`~instance_aware.filters.stack.compose`
+  and a paste pipeline of our filters leave it), ``forward`` calls its
   :meth:`~Filter.respond` with the same request object and gets a response
   object back: no WSGI round trip, and a JSON document one filter parsed
   reaches the next still parsed (:mod:`instance_aware.http.documents`).
@@ -36,7 +36,6 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from instance_aware import conf as ia_conf
-from instance_aware.filters import headroom
 from instance_aware.http import codec, documents, faults, reading
 from instance_aware.http.request import Request
 from instance_aware.policies.checks import Checks
@@ -65,13 +64,12 @@ class Filter:
     def factory(cls, global_conf: dict[str, Any] | None,
                 **local_conf: Any
                 ) -> Callable[[WSGIApplication], WSGIApplication]:
-        """Paste filter factory: paste keys override ``[instance_aware]``;
-        the filter runs with room on the frame stack (:mod:`.headroom`)."""
+        """Paste filter factory: paste keys override ``[instance_aware]``."""
         conf = dict(global_conf or {})
         conf.update(local_conf)
 
         def _factory(app: WSGIApplication) -> WSGIApplication:
-            return headroom.Headroom(cls(app, conf))
+            return cls(app, conf)
 
         return _factory
 
