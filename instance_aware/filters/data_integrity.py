@@ -1,55 +1,57 @@
 """Filter ``data_integrity``: downloads checked against what was uploaded.
 
-Image data is hashed as it streams through, never buffered: uploads
-(``PUT /v2/images/{id}/file``) and stages (``PUT .../stage``) through a
-reader wrapping ``wsgi.input``, full downloads (``GET .../file``) through
-an iterator wrapping the registry's response; the chunks are never
-copied.  Past the first few MiB of a body the hashing runs in a thread
-of its own beside the transfer (:class:`StreamHasher`), so that it costs
-the transfer little where a core is free.  The algorithm is Glance's
+Image data is hashed as it streams through, never buffered: uploads (``PUT
+/v2/images/{id}/file``) and stages (``PUT .../stage``) through a reader
+wrapping ``wsgi.input``, full downloads (``GET .../file``) through an
+iterator wrapping the registry's response; the chunks are never copied.
+Past the first few MiB of a body the hashing runs in a thread of its own
+beside the transfer
+(:class:`~instance_aware.integrity.hashing.StreamHasher`), so that it
+costs the transfer little where a core is free.  The algorithm is Glance's
 ``os_hash_algo``: ``[DEFAULT] hashing_algorithm`` when Glance's options
 are registered in the process, else this filter's paste key
-``hashing_algorithm``, else sha512 (Glance's default).  In the same pass
-a BLAKE3 fingerprint of the bytes is computed (option
+``hashing_algorithm``, else sha512 (Glance's default).  In the same pass a
+BLAKE3 fingerprint of the bytes is computed (option
 ``fingerprint_image_data``, on by default): downloads are checked against
-it, because sha512 (about 0.8 GiB/s a core) is slower than a download
-from a local store, and BLAKE3 (about 6 GiB/s) is not, with the same
-strength against a tampered file.  Option ``verify_image_data`` turns
-everything off.
+it, because sha512 (about 0.8 GiB/s a core) is slower than a download from
+a local store, and BLAKE3 (about 6 GiB/s) is not, with the same strength
+against a tampered file.  Option ``verify_image_data`` turns everything
+off.
 
-Recording (:mod:`instance_aware.integrity.uploads`).  After the
-registry answers 204, and only if the stack saw the whole body go in, the
-digest is recorded in ``ia_image_data``.
+Recording (:mod:`instance_aware.integrity.uploads`).  After the registry
+answers 204, and only if the stack saw the whole body go in, the digest is
+recorded in ``ia_image_data``.
 
 Stages and imports (:mod:`instance_aware.integrity.imports`).  A staged
 digest, or an import the stack could not see, is settled against the
 registry's own digest at the first full download.
 
-Checking (:mod:`instance_aware.integrity.downloads`).  A full download
-(a 200, or a 206 covering the whole image) is hashed on the way out and
+Checking (:mod:`instance_aware.integrity.downloads`).  A full download (a
+200, or a 206 covering the whole image) is hashed on the way out and
 compared with the record; partial ranges pass unchecked.  The last
-non-empty chunk is held back until the registry's iterator
-ends.  On a mismatch that chunk is never sent, an ``ALERT`` is logged at
-error level with the image id, the record is marked ``tampered`` and
-:class:`ImageDataMismatch` is raised.  The registry's ``Content-Length``
-is already on the wire, so the client gets a short body: a WSGI server
-closes the connection when the body iterator raises after the headers
-went out (gunicorn logs "Error handling request" with the traceback), and
-HTTP clients report an incomplete read, never silently wrong bytes.  If
-not a byte was sent yet (a one-chunk image), gunicorn answers 500
-instead.  Every later download is checked again and fails again; one that
-matches (the operator restored the file) is served and the record is
-``recorded`` again, ``tampered_at`` kept as history.  A matching download
-stamps ``verified_at``.
+non-empty chunk is held back until the registry's iterator ends.  On a
+mismatch that chunk is never sent, an ``ALERT`` is logged at error level
+with the image id, the record is marked ``tampered`` and
+:class:`~instance_aware.integrity.checked_body.ImageDataMismatch` is
+raised.  The registry's ``Content-Length`` is already on the wire, so the
+client gets a short body: a WSGI server closes the connection when the
+body iterator raises after the headers went out (gunicorn logs "Error
+handling request" with the traceback), and HTTP clients report an
+incomplete read, never silently wrong bytes.  If not a byte was sent yet
+(a one-chunk image), gunicorn answers 500 instead.  Every later download
+is checked again and fails again; one that matches (the operator restored
+the file) is served and the record is ``recorded`` again, ``tampered_at``
+kept as history.  A matching download stamps ``verified_at``.
 
-How a body ends (:class:`Ending`) is decided exactly once, however it
-ends: the registry's iterator is exhausted (judged), it raises
-(Glance's image cache raises "Checksum verification failed" at the end of
-a changed file: judged like an exhausted one once the recorded size
-arrived, the registry's error is raised again; before that size the
-transfer is *broken off*, logged, not marked: a failure to read is no
-evidence of tampering), or the server closes the body before its end (the
-client went away: *abandoned*, nothing judged).
+How a body ends (:class:`~instance_aware.integrity.checked_body.Ending`)
+is decided exactly once, however it ends: the registry's iterator is
+exhausted (judged), it raises (Glance's image cache raises "Checksum
+verification failed" at the end of a changed file: judged like an
+exhausted one once the recorded size arrived, the registry's error is
+raised again; before that size the transfer is *broken off*, logged, not
+marked: a failure to read is no evidence of tampering), or the server
+closes the body before its end (the client went away: *abandoned*, nothing
+judged).
 
 If the mapping database is down the download is served unchecked, with a
 warning: images stay available without it.  ``HEAD``, other statuses and
@@ -85,20 +87,8 @@ from instance_aware.integrity import (
     imports,
     uploads,
 )
-from instance_aware.integrity.checked_body import (
-    CheckedBody,
-    Ending,
-    ImageDataMismatch,
-    Outcome,
-)
-from instance_aware.integrity.downloads import whole_image
-from instance_aware.integrity.hashing import (
-    BATCH_SIZE,
-    THREAD_THRESHOLD,
-    HashingReader,
-    StreamHasher,
-    fingerprinter,
-)
+from instance_aware.integrity.checked_body import CheckedBody
+from instance_aware.integrity.hashing import HashingReader, fingerprinter
 from instance_aware.store import errors as store_errors
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
@@ -112,12 +102,6 @@ ALGORITHM_KEY = 'hashing_algorithm'
 #: The requests this filter acts on: (method, route name).
 _HANDLED = frozenset({('PUT', 'image_file'), ('PUT', 'image_stage'),
                       ('GET', 'image_file'), ('POST', 'image_import')})
-
-__all__ = ['BATCH_SIZE', 'THREAD_THRESHOLD', 'CheckedBody',
-           'DataIntegrityFilter', 'Ending', 'HashingReader',
-           'ImageDataMismatch', 'Outcome', 'StreamHasher', 'fingerprinter',
-           'whole_image']
-
 
 class DataIntegrityFilter(base.Filter):
     """Record the digest of uploaded data; check full downloads."""
@@ -202,8 +186,8 @@ class DataIntegrityFilter(base.Filter):
         """The download, checked on its way out when it is the whole
         image and the image has a record."""
         body = response.app_iter
-        if not whole_image(response.status_code,
-                           response.headers.get('Content-Range')):
+        if not downloads.whole_image(response.status_code,
+                                     response.headers.get('Content-Range')):
             return response  # partial or refused
         try:
             expected = self._expected(req, image_id)
