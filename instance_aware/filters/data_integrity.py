@@ -120,43 +120,21 @@ class DataIntegrityFilter(base.Filter):
                 and bool(self.config.verify_image_data))
 
     def process_request(self, req: Request) -> webob.Response | None:
-        if req.verb != 'PUT':
-            return None
-        # An upload is forwarded from here: its hashing reader is let go
-        # however the registry's call ends.
-        image_id = req.route.image_id
+        # The route is read before the registry is called: the registry's
+        # own router rewrites the paths in the environ it is given.
+        route, method = req.route, req.verb
+        image_id = route.image_id
         assert image_id is not None
-        source = (models.UPLOAD if req.route.name == 'image_file'
-                  else models.STAGE)
-        algo = self.algorithm
-        try:
-            hasher = hashlib.new(algo)
-        except ValueError:
-            LOG.error('Unknown hashing algorithm %r: data of image %s is '
-                      'not recorded', algo, image_id)
-            return self.forward(req)
-        more = ((fingerprinter(),) if self.config.fingerprint_image_data
-                else ())
-        reader = HashingReader(req.environ['wsgi.input'], hasher, *more)
-        req.environ['wsgi.input'] = reader
-        try:
-            response = self.forward(req)
-            if response.status_code == 204:
-                uploads.record(self.digests, image_id, source, algo, reader,
-                               declared_length(req.environ))
-        finally:
-            reader.abandon()  # no-op once the digest was taken
-        return response
-
-    def process_response(self, response: webob.Response,
-                         request: Request) -> webob.Response:
-        image_id = request.route.image_id
-        assert image_id is not None
-        if request.verb == 'POST':
+        if method == 'PUT':
+            return self._upload(req, image_id, models.UPLOAD
+                                if route.name == 'image_file'
+                                else models.STAGE)
+        response = self.forward(req)
+        if method == 'POST':
             if response.status_code == 202:
                 imports.note(self.digests, image_id)
             return response
-        return self._check(response, request, image_id)
+        return self._check(response, req, image_id)
 
     # -- configuration -----------------------------------------------------
 
@@ -178,6 +156,33 @@ class DataIntegrityFilter(base.Filter):
         """Import plugins that the configuration says may rewrite data."""
         return import_plugins.rewriting(
             self.oslo_conf, self.config.image_conversion_enabled)
+
+    # -- uploads -----------------------------------------------------------
+
+    def _upload(self, req: Request, image_id: str,
+                source: str) -> webob.Response:
+        """Forward an upload or a stage through a hashing reader, and
+        record its digest if the registry took it whole; the reader is
+        let go however the registry's call ends."""
+        algo = self.algorithm
+        try:
+            hasher = hashlib.new(algo)
+        except ValueError:
+            LOG.error('Unknown hashing algorithm %r: data of image %s is '
+                      'not recorded', algo, image_id)
+            return self.forward(req)
+        more = ((fingerprinter(),) if self.config.fingerprint_image_data
+                else ())
+        reader = HashingReader(req.environ['wsgi.input'], hasher, *more)
+        req.environ['wsgi.input'] = reader
+        try:
+            response = self.forward(req)
+            if response.status_code == 204:
+                uploads.record(self.digests, image_id, source, algo, reader,
+                               declared_length(req.environ))
+        finally:
+            reader.abandon()  # no-op once the digest was taken
+        return response
 
     # -- downloads ---------------------------------------------------------
 
