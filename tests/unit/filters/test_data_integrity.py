@@ -468,6 +468,27 @@ def test_mismatch_withholds_the_last_chunk_and_raises(
         assert record.tampered_at is not None
 
 
+def test_a_registry_that_rewrites_the_path_is_still_checked(
+        db_url: str, registry: Registry, conf: cfg.ConfigOpts,
+        digests: Digests) -> None:
+    """Glance's router moves ``/v2`` from ``PATH_INFO`` to
+    ``SCRIPT_NAME`` in the environ it is given."""
+    def routed(environ: dict[str, Any], start_response: Any) -> Any:
+        environ['SCRIPT_NAME'] += '/v2'
+        environ['PATH_INFO'] = environ['PATH_INFO'][len('/v2'):]
+        return registry(environ, start_response)
+
+    app = data_integrity.DataIntegrityFilter(routed, {'connection': db_url},
+                                             conf)
+    _record(digests, [b'original'])
+    registry.download = lambda: [b'tampered']
+    _started, body = _call(app, _environ('GET', FILE))
+    with pytest.raises(checked_body.ImageDataMismatch):
+        list(body)
+    record = digests.get(IMAGE)
+    assert record is not None and record.state == models.TAMPERED
+
+
 @pytest.mark.parametrize('served', [
     pytest.param([b'all in one chunk'], id='one-chunk'),
     pytest.param([], id='nothing'),
