@@ -37,7 +37,7 @@ from typing import Any
 import webob
 
 from instance_aware.capture.filter import CapturingFilter
-from instance_aware.filters import data_integrity, headroom, location_policy
+from instance_aware.filters import data_integrity, location_policy
 from instance_aware.http import documents
 from instance_aware.policies import context as ia_context
 from instance_aware.policies import enforcer
@@ -155,7 +155,7 @@ def profile(call: Call, samples: int) -> None:
 #: that do not call themselves (a recursive one would count its inner
 #: calls again).
 PIECES: tuple[tuple[Any, str, str], ...] = (
-    (headroom.Headroom, '__call__', 'the whole stack'),
+    (location_policy.LocationPolicyFilter, '__call__', 'the whole stack'),
     (CapturingFilter, 'give_back', 'giving keys back'),
     (records.Records, 'values_of', '  mapping database read'),
     (enforcer.Enforcer, 'decide', 'policy decisions'),

@@ -74,13 +74,13 @@ class CaptureBase(base.Filter):
 
     # -- what the request knows ---------------------------------------------
 
-    def accepts(self, environ: WSGIEnvironment) -> bool:
+    def handles(self, environ: WSGIEnvironment) -> bool:
         # Asserting headers never reach the registry, handled or not.
         for header, key in self.HEADERS.items():
             value = environ.pop(header, None)
             if value is not None:
                 state.of(environ).asserted[key] = value
-        return super().accepts(environ)
+        return super().handles(environ)
 
     def asserted(self, req: Request) -> dict[str, str]:
         """Values asserted by request headers for this filter's keys."""

@@ -1,18 +1,26 @@
 """The base of every instance-aware filter.
 
-Shaped like :class:`oslo_middleware.base.ConfigurableMiddleware` (a paste
-``factory`` classmethod, ``process_request`` / ``process_response``), with
-four differences that matter here:
+Shaped like :class:`oslo_middleware.base.ConfigurableMiddleware`: a paste
+``factory`` classmethod, and subclasses that implement
+:meth:`~Filter.process_request` (return a response to stop, ``None`` to go
+on) and :meth:`~Filter.process_response`.  The base adds:
 
 * options are read through :class:`instance_aware.config.FilterConfig`, so
   paste keys override ``[instance_aware]`` for this filter only;
-* ``__call__`` is a plain ``process_request`` / ``process_response`` flow
-  without per-request introspection;
-* a request on a route the filter does not handle (image data above all) is
-  handed to the next application untouched: no webob response wrapping, no
-  body access, so uploads and downloads stream at full speed;
-* filters composed into one stack pass the request object to each other
-  directly (:meth:`Filter.forward`), not through WSGI.
+* :meth:`~Filter.handles`: a request this filter does not act on (image
+  data above all) is handed to the next application untouched, with no
+  webob request or response built, so uploads and downloads stream at
+  full speed;
+* one way through the filters of a stack.  A filter reaches the next
+  application through :meth:`~Filter.forward`.  When that application is
+  itself a :class:`Filter` (as :func:`~instance_aware.filters.stack.compose`
+  and a paste pipeline of our filters leave it), ``forward`` calls its
+  :meth:`~Filter.respond` with the same request object and gets a response
+  object back: no WSGI round trip, and a JSON document one filter parsed
+  reaches the next still parsed (:mod:`instance_aware.http.documents`).
+  Any other application is called through WSGI and answers bytes.  The
+  WSGI call (``__call__``) is the same :meth:`~Filter.respond` served, its
+  document encoded once, by the outermost filter.
 """
 
 from __future__ import annotations
@@ -23,13 +31,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import webob
-import webob.dec
 import webob.exc
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from instance_aware import config, database
-from instance_aware.filters import headroom
 from instance_aware.http import codec, documents, faults, reading
 from instance_aware.http.request import Request
 from instance_aware.policies.checks import Checks
@@ -50,23 +56,18 @@ class Filter:
     """A filter in the instance-aware stack."""
 
     #: Route names (see :mod:`instance_aware.http.routing`) this filter
-    #: looks at; every other request passes straight through.
+    #: acts on; every other request passes straight through.
     ROUTES: ClassVar[frozenset[str | None]] = frozenset()
-    #: Whether a filter of ours above may call :meth:`respond` instead of
-    #: the WSGI interface (filters whose WSGI call does more than
-    #: :meth:`accepts` and :meth:`answer` say no).
-    DIRECT: ClassVar[bool] = True
 
     @classmethod
     def factory(cls, global_conf: dict[str, Any] | None,
                 **local_conf: Any
                 ) -> Callable[[WSGIApplication], WSGIApplication]:
-        """Paste filter factory: paste keys override ``[instance_aware]``;
-        the filter runs with room on the frame stack (:mod:`.headroom`)."""
+        """Paste filter factory: paste keys override ``[instance_aware]``."""
         paste = {**(global_conf or {}), **local_conf}
 
         def _factory(app: WSGIApplication) -> WSGIApplication:
-            return headroom.Headroom(cls(app, paste))
+            return cls(app, paste)
 
         return _factory
 
@@ -81,55 +82,42 @@ class Filter:
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        """WSGI: :meth:`respond` served, with the request this filter does
+        not act on passed on untouched (no webob objects built)."""
         # The first filter of ours to see the request reads it (see
         # :mod:`instance_aware.http.reading`) and refuses what must not pass.
-        refused = reading.refuse(environ, start_response)
-        if refused is not None:
-            return refused
-        if not self.accepts(environ):
+        refusal = reading.of(environ).refusal
+        if refusal is not None:
+            return refusal(environ, start_response)
+        if not self.handles(environ):
             return self.application(environ, start_response)
-        return self._handle(environ, start_response)
+        response = self._process(Request(environ))
+        # Whoever called us through WSGI gets bytes.
+        return documents.finish(response)(environ, start_response)
 
-    def accepts(self, environ: WSGIEnvironment) -> bool:
-        """Whether this filter handles the request (it notes the route);
-        anything else passes through untouched."""
-        route = reading.of(environ).route
-        if not self.handles(route.name):
-            return False
-        environ['instance_aware.route'] = route
-        return True
-
-    def handles(self, route_name: str | None) -> bool:
-        """Whether requests on this route are this filter's business."""
-        return route_name in self.ROUTES
-
-    @webob.dec.wsgify(RequestClass=Request)
-    def _handle(self, req: Request) -> webob.Response:
-        handed = req.environ.pop(documents.HANDOFF, None) is self
-        response = self.answer(req)
-        # A filter of ours above takes the document as it is; anybody
-        # else gets bytes.
-        return response if handed else documents.finish(response)
+    def handles(self, environ: WSGIEnvironment) -> bool:
+        """Whether this filter acts on the request (by default: its route
+        is in :attr:`ROUTES`); anything else passes through untouched."""
+        return reading.of(environ).route.name in self.ROUTES
 
     def respond(self, req: Request) -> webob.Response:
-        """Answer ``req`` for the filter of ours just above, which called
-        this one directly instead of through WSGI (see :meth:`forward`);
-        a JSON document is left parsed."""
+        """This filter's answer to ``req`` as a response object: the way in
+        from the filter above (:meth:`forward`) and, served, from WSGI.
+        A JSON document is left parsed for the caller."""
         refusal = req.reading.refusal
         if refusal is not None:
             return refusal
-        if not self.accepts(req.environ):
+        if not self.handles(req.environ):
             return self.forward(req)
-        return self.answer(req)
+        return self._process(req)
 
-    def answer(self, req: Request) -> webob.Response:
-        """This filter's answer to a request it handles; store faults
-        and refusals become error responses."""
+    def _process(self, req: Request) -> webob.Response:
+        """``process_request``, ``forward``, ``process_response``; store
+        faults and refusals become error responses."""
         try:
             response = self.process_request(req)
             if response is None:
-                response = self.forward(req)
-                response = self.process_response(response, req)
+                response = self.process_response(self.forward(req), req)
         except webob.exc.WSGIHTTPException as exc:
             return exc
         except store_errors.Conflict as exc:
@@ -147,28 +135,24 @@ class Filter:
         return response
 
     def forward(self, req: webob.Request) -> webob.Response:
-        """Pass ``req`` on to the next application and return its answer.
+        """Pass ``req`` on to the next application and return its answer:
+        the way out.
 
-        When the next application is a filter of ours composed into the
-        same stack (:func:`~instance_aware.filters.stack.compose`), it is
-        called directly with this request: each WSGI round trip between
-        two filters costs a request and a response object built and taken
-        apart again.  Otherwise the next application is told that its
-        caller is a filter of ours, so a JSON document may come back
-        unencoded (see :mod:`instance_aware.http.documents`).
+        A next application that is a :class:`Filter` is called directly
+        (:meth:`respond`, same request object, a JSON document may come
+        back parsed); any other through WSGI.
         """
         following = self.application
-        if isinstance(following, Filter) and following.DIRECT:
-            if not isinstance(req, Request):
-                req = Request(req.environ)
-            response = following.respond(req)
-            if isinstance(response, webob.exc.WSGIHTTPException):
-                # Rendered as its WSGI call would be (body per Accept),
-                # so this filter sees the same error body either way.
-                response = req.get_response(response)
-            return response
-        req.environ[documents.HANDOFF] = following
-        return req.get_response(following)
+        if not isinstance(following, Filter):
+            return req.get_response(following)
+        if not isinstance(req, Request):
+            req = Request(req.environ)
+        response = following.respond(req)
+        if isinstance(response, webob.exc.WSGIHTTPException):
+            # Rendered as its WSGI call would be (body per Accept), so
+            # this filter sees the same error body either way.
+            response = req.get_response(response)
+        return response
 
     @functools.cached_property
     def database(self) -> store_engine.Database:

@@ -35,7 +35,7 @@ import webob
 
 from instance_aware.capture import bodies
 from instance_aware.filters import base
-from instance_aware.http import codec, documents, faults
+from instance_aware.http import codec, documents, faults, reading
 from instance_aware.http.request import Request
 from instance_aware.policies.checks import Check, Checks
 
@@ -77,9 +77,9 @@ _REDACTED = '[location hidden]'
 class LocationPolicyFilter(base.Filter):
     """Hide and guard image locations according to policy."""
 
-    def handles(self, route_name: str | None) -> bool:
+    def handles(self, environ: dict[str, Any]) -> bool:
         # Everything but image data: locations can appear anywhere.
-        return route_name not in DATA_ROUTES
+        return reading.of(environ).route.name not in DATA_ROUTES
 
     # -- writes ------------------------------------------------------------
 

@@ -11,8 +11,7 @@ Order, outermost first:
    whatever the outer filters do (they pass image data through untouched).
 
 Each filter treats the next one exactly like the registry, so none knows
-another's internals.  The whole stack runs through
-:class:`~instance_aware.filters.headroom.Headroom`.
+another's internals.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from instance_aware.filters import (
     base,
     data_integrity,
     encryption_properties,
-    headroom,
     instance_metadata,
     location_policy,
 )
@@ -61,8 +59,7 @@ class InstanceAwareFilter:
 
 def compose(app: WSGIApplication, conf: dict[str, Any] | None = None,
             oslo_conf: cfg.ConfigOpts | None = None) -> WSGIApplication:
-    """Wrap ``app`` in every filter of the stack, in :data:`ORDER`, all run
-    with room on the frame stack (see :mod:`.headroom`)."""
+    """Wrap ``app`` in every filter of the stack, in :data:`ORDER`."""
     for filter_class in reversed(ORDER):
         app = filter_class(app, conf, oslo_conf)
-    return headroom.Headroom(app)
+    return app

@@ -5,8 +5,9 @@ Every JSON filter of the stack changes the registry's image documents
 the body in each of them cost more than the changes themselves (a list of
 25 images is parsed and written three times).  Instead, a filter that
 read a document leaves it parsed in the response (:class:`JSONBody` as
-the ``app_iter``) when the application above it is another filter of
-ours, which takes it as it is; the outermost one writes it once, with its
+the ``app_iter``); the filter above it in the stack, which called it
+directly (:meth:`instance_aware.filters.base.Filter.forward`), takes it
+as it is, and the outermost one writes it once, with its
 ``Content-Length``.  A document no filter changed is sent as the bytes
 the registry wrote, byte for byte what bare Glance answers.
 
@@ -24,10 +25,6 @@ from typing import Any
 import webob
 
 from instance_aware.http import codec
-
-#: Environ key: the application a filter is handing the request to, set
-#: just before the call so the callee knows its caller is one of ours.
-HANDOFF = 'instance_aware.handoff'
 
 JSON_TYPE = 'application/json'
 

@@ -10,13 +10,16 @@ Image data bodies are never read.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import webob
 from oslo_context import context as oslo_context
 
 from instance_aware.http import codec, faults, reading, routing
 from instance_aware.policies import context
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 PATCH_V21 = 'application/openstack-images-v2.1-json-patch'
 PATCH_V20 = 'application/openstack-images-v2.0-json-patch'
@@ -28,6 +31,16 @@ _BODY_CODINGS = frozenset({'chunked', 'compress', 'deflate', 'gzip',
 _BODY_METHODS = frozenset({'POST', 'PUT', 'PATCH'})
 #: Environ key: the parsed body, with the input stream it was read from.
 BODY_KEY = 'instance_aware.body'
+
+
+def declared_length(environ: WSGIEnvironment) -> int | None:
+    """The body length the client declared, straight from the environ
+    (no webob object on the image data path): ``None`` for a chunked body
+    or a missing or malformed ``Content-Length``."""
+    if 'chunked' in str(environ.get('HTTP_TRANSFER_ENCODING', '')).lower():
+        return None
+    raw = str(environ.get('CONTENT_LENGTH') or '').strip()
+    return int(raw) if raw.isdigit() else None
 
 
 class Request(webob.Request):

@@ -23,8 +23,8 @@ from oslo_log import log as logging
 
 from instance_aware import config
 from instance_aware.http import faults, reading, routing
+from instance_aware.proxy import failures, links, options, transfer
 from instance_aware.proxy import headers as proxy_headers
-from instance_aware.proxy import links, options, transfer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -112,7 +112,7 @@ class ProxyApp:
         url = self.prefix + _request_uri(environ)
         deadline = transfer.Deadline(self.settings.transfer_timeout)
         headers = self.request_headers(environ)
-        body = _body(environ, deadline)
+        body = transfer.request_body(environ, deadline)
         if body is not None and body.remaining is not None:
             headers['Content-Length'] = str(body.remaining)
         try:
@@ -194,51 +194,14 @@ class ProxyApp:
                  ) -> webob.exc.WSGIHTTPException:
         """The error response for ``exc``, logged unless ``log`` is
         false (the caller did)."""
-        level, what, response = self._classify(exc, body, deadline)
+        level, what, response = failures.classify(
+            exc, body, deadline, self.settings.connect_timeout,
+            self.settings.read_timeout)
         if log:
             LOG.log(level, '%s for %s %s://%s%s: %s', what, method,
                     self.scheme, self.netloc, url,
                     body.error if body is not None and body.error else exc)
         return response
-
-    def _classify(self, exc: Exception, body: transfer.RequestBody | None,
-                  deadline: transfer.Deadline
-                  ) -> tuple[int, str, webob.exc.WSGIHTTPException]:
-        """Log level, what happened and the client's error response."""
-        if body is not None and body.error is not None:
-            return logging.WARNING, 'Client request body failed', (
-                faults.bad_request(
-                    'The request body could not be read to its end.'))
-        if isinstance(exc, transfer.TransferTimeout) or (
-                isinstance(exc, urllib3.exceptions.TimeoutError)
-                and deadline.expired):
-            return logging.ERROR, 'Upstream exceeded transfer_timeout', (
-                faults.gateway_timeout(
-                    'The image service behind this endpoint did not '
-                    'complete the transfer within '
-                    f'{deadline.seconds:g} seconds.'))
-        if isinstance(exc, urllib3.exceptions.NewConnectionError):
-            return logging.ERROR, 'Upstream unreachable', (
-                faults.bad_gateway(
-                    'The image service behind this endpoint could not be '
-                    'reached.  Retry later.'))
-        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
-            return logging.ERROR, 'Upstream connection timed out', (
-                faults.gateway_timeout(
-                    'The image service behind this endpoint did not '
-                    'accept the connection within '
-                    f'{self.settings.connect_timeout:g} seconds.  Retry '
-                    'later.'))
-        if isinstance(exc, (urllib3.exceptions.TimeoutError,
-                            TimeoutError)):
-            return logging.ERROR, 'Upstream timed out', (
-                faults.gateway_timeout(
-                    'The image service behind this endpoint did not '
-                    f'answer within {self.settings.read_timeout:g} '
-                    'seconds.'))
-        return logging.ERROR, 'Upstream failed', faults.bad_gateway(
-            'The image service behind this endpoint sent no valid '
-            'response.')
 
     # -- headers ---------------------------------------------------------
 
@@ -309,27 +272,6 @@ def _request_uri(environ: WSGIEnvironment) -> str:
     path = urllib.parse.quote(raw, safe="/;=,:@!$&'()*+~")
     query = environ.get('QUERY_STRING')
     return f'{path}?{query}' if query else path
-
-
-def _content_length(environ: WSGIEnvironment) -> int | None:
-    raw = str(environ.get('CONTENT_LENGTH') or '').strip()
-    return int(raw) if raw.isdigit() else None
-
-
-def _body(environ: WSGIEnvironment, deadline: transfer.Deadline
-          ) -> transfer.RequestBody | None:
-    """The client's body to stream upstream, ``None`` when it has none."""
-    stream = environ.get('wsgi.input')
-    if stream is None:
-        return None
-    if 'chunked' in str(environ.get('HTTP_TRANSFER_ENCODING', '')).lower(
-            ) or environ.get(reading.UNFRAMED):
-        # Sent chunked: its length is unknown.
-        return transfer.RequestBody(stream, None, deadline)
-    length = _content_length(environ)
-    if not length:
-        return None
-    return transfer.RequestBody(stream, length, deadline)
 
 
 def _reason(status: int) -> str:

@@ -20,11 +20,17 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 import urllib3.exceptions
 from oslo_log import log as logging
+
+from instance_aware.http import reading
+from instance_aware.http.request import declared_length
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 LOG = logging.getLogger(__name__)
 
@@ -136,6 +142,22 @@ class RequestBody:
         if self.remaining is not None:
             self.remaining -= len(chunk)
         return chunk
+
+
+def request_body(environ: WSGIEnvironment, deadline: Deadline
+                 ) -> RequestBody | None:
+    """The client's body to stream upstream, ``None`` when it has none."""
+    stream = environ.get('wsgi.input')
+    if stream is None:
+        return None
+    if 'chunked' in str(environ.get('HTTP_TRANSFER_ENCODING', '')).lower(
+            ) or environ.get(reading.UNFRAMED):
+        # Sent chunked: its length is unknown.
+        return RequestBody(stream, None, deadline)
+    length = declared_length(environ)
+    if not length:
+        return None
+    return RequestBody(stream, length, deadline)
 
 
 class ResponseBody:

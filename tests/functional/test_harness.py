@@ -59,7 +59,7 @@ def test_both_ports_are_one_glance_with_and_without_stack(
     chains = json.loads(result.stdout.strip().splitlines()[-1])
     glance_chain = ['CORS', 'HTTPProxyToWSGI', 'VersionNegotiationFilter',
                     'WsgiMiddleware', 'ContextMiddleware']
-    stack = ['Headroom', 'LocationPolicyFilter',
+    stack = ['LocationPolicyFilter',
              'EncryptionPropertiesFilter', 'InstanceMetadataFilter',
              'DataIntegrityFilter']
     assert chains['stacked'] == [

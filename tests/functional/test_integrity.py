@@ -24,7 +24,7 @@ import blake3
 import pytest
 import requests
 
-from instance_aware.filters import data_integrity
+from instance_aware.integrity import hashing
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
@@ -237,7 +237,7 @@ def test_large_image_hashed_beside_the_transfer_is_checked_too(
         api: Api, digests: Digests, glance_server: GlanceServer) -> None:
     """Past its first MiBs the filter hashes in a thread of its own: a
     change near the end is still caught before the last chunk goes out."""
-    size = 5 * data_integrity.THREAD_THRESHOLD + 4321
+    size = 5 * hashing.THREAD_THRESHOLD + 4321
     project = _project()
     image_id = _create(api, project)
     data = _data(size, seed='large')

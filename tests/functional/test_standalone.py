@@ -1489,7 +1489,7 @@ def test_paste_entry_point_builds_the_stack_around_the_proxy(
     while app is not None:
         chain.append(type(app).__name__)
         app = getattr(app, 'application', None)
-    assert chain == ['Headroom', 'LocationPolicyFilter',
+    assert chain == ['LocationPolicyFilter',
                      'EncryptionPropertiesFilter', 'InstanceMetadataFilter',
                      'DataIntegrityFilter', 'ProxyApp']
     with pytest.raises(cfg.ConfigFileValueError, match='read_timeout'):
@@ -1519,7 +1519,7 @@ def test_standalone_pipelines_load(tmp_path: Any, flavor: str) -> None:
         capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     chains = json.loads(result.stdout.strip().splitlines()[-1])
-    stack = ['Headroom', 'LocationPolicyFilter',
+    stack = ['LocationPolicyFilter',
              'EncryptionPropertiesFilter', 'InstanceMetadataFilter',
              'DataIntegrityFilter', 'ProxyApp']
     auth = ['AuthProtocol'] if flavor == 'keystone' else []

@@ -11,8 +11,8 @@ import webob
 
 from instance_aware.api import instances
 from instance_aware.http.request import Request
-from tests.local import identity
 from instance_aware.store.answers import Related, RelationFields
+from tests.local import identity
 
 INSTANCE = '8a6f4c1e-4f3b-4c5e-9d7a-2b1e0c9f3a11'
 IMAGE = '11111111-2222-4333-8444-555555555555'

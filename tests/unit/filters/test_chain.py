@@ -53,12 +53,6 @@ class Refusing(Counting):
         raise faults.bad_request('The refusing filter says no.')
 
 
-class Wsgi(Counting):
-    """A filter whose WSGI call must not be bypassed."""
-
-    DIRECT = False
-
-
 def test_filters_of_one_stack_call_each_other_directly() -> None:
     inner = Counting(registry, 'inner')
     middle = Counting(inner, 'middle')
@@ -96,14 +90,6 @@ def test_an_inner_refusal_reaches_the_outer_filter_rendered() -> None:
     assert len(outer.bodies) == 1
     assert b'The refusing filter says no.' in outer.bodies[0]
     assert 'The refusing filter says no.' in response.json_body['message']
-
-
-def test_a_filter_that_says_no_is_called_through_wsgi() -> None:
-    inner = Wsgi(registry, 'inner')
-    outer = Counting(inner, 'outer')
-    response = webob.Request.blank(IMAGE).get_response(outer)
-    assert response.json_body['marks'] == ['inner', 'outer']
-    assert (inner.wsgi_calls, inner.direct_calls) == (1, 0)
 
 
 def test_a_foreign_application_in_between_is_called_through_wsgi() -> None:

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from oslo_config import cfg
 
 from instance_aware.filters import data_integrity, stack
+from instance_aware.integrity import checked_body, import_plugins
 from instance_aware.integrity import hashing as hashing_module
-from instance_aware.integrity import import_plugins
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import migration, models
 from instance_aware.store.digests import Digest, Digests
@@ -452,7 +452,7 @@ def test_mismatch_withholds_the_last_chunk_and_raises(
         _started, body = _call(stack_filter, _environ('GET', FILE))
         received = []
         with caplog.at_level(logging.ERROR), pytest.raises(
-                data_integrity.ImageDataMismatch, match=IMAGE):
+                checked_body.ImageDataMismatch, match=IMAGE):
             for chunk in body:
                 received.append(chunk)
         body.close()
@@ -468,6 +468,27 @@ def test_mismatch_withholds_the_last_chunk_and_raises(
         assert record.tampered_at is not None
 
 
+def test_a_registry_that_rewrites_the_path_is_still_checked(
+        db_url: str, registry: Registry, conf: cfg.ConfigOpts,
+        digests: Digests) -> None:
+    """Glance's router moves ``/v2`` from ``PATH_INFO`` to
+    ``SCRIPT_NAME`` in the environ it is given."""
+    def routed(environ: dict[str, Any], start_response: Any) -> Any:
+        environ['SCRIPT_NAME'] += '/v2'
+        environ['PATH_INFO'] = environ['PATH_INFO'][len('/v2'):]
+        return registry(environ, start_response)
+
+    app = data_integrity.DataIntegrityFilter(routed, {'connection': db_url},
+                                             conf)
+    _record(digests, [b'original'])
+    registry.download = lambda: [b'tampered']
+    _started, body = _call(app, _environ('GET', FILE))
+    with pytest.raises(checked_body.ImageDataMismatch):
+        list(body)
+    record = digests.get(IMAGE)
+    assert record is not None and record.state == models.TAMPERED
+
+
 @pytest.mark.parametrize('served', [
     pytest.param([b'all in one chunk'], id='one-chunk'),
     pytest.param([], id='nothing'),
@@ -480,7 +501,7 @@ def test_mismatch_sends_nothing_it_cannot_vouch_for(
     registry.download = lambda: served
     _started, body = _call(stack_filter, _environ('GET', FILE))
     received = []
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         received.extend(body)
     assert b''.join(received) == b''.join(served[:-1])
 
@@ -658,7 +679,7 @@ def test_download_checked_against_the_fingerprint(
     _started, body = _call(stack_filter, _environ('GET', FILE))
     received = []
     with caplog.at_level(logging.ERROR), pytest.raises(
-            data_integrity.ImageDataMismatch):
+            checked_body.ImageDataMismatch):
         received.extend(body)
     assert received == [bytes(tampered[:MIB // 2 + 1])]
     alert = next(r.getMessage() for r in caplog.records
@@ -674,7 +695,7 @@ def test_fingerprint_learned_at_a_verified_download_only(
     _record(digests, [b'good ', b'bytes'])
     registry.download = lambda: [b'good ', b'byte!']
     _started, body = _call(stack_filter, _environ('GET', FILE))
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         b''.join(body)
     record = digests.get(IMAGE)
     assert record is not None
@@ -699,14 +720,14 @@ def test_fingerprint_option_off_checks_the_digest(
     registry.download = lambda: [data[:4], data[4:]]
     app = make_filter(fingerprint_image_data='false')
     _started, body = _call(app, _environ('GET', FILE))
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         b''.join(body)
 
 
 def test_stream_hasher_feeds_every_hasher(hashing: str) -> None:
     chunks = list(_chunks(2 * CHUNK + 5))
-    hasher = data_integrity.StreamHasher(hashlib.sha256(),
-                                         data_integrity.fingerprinter())
+    hasher = hashing_module.StreamHasher(hashlib.sha256(),
+                                         hashing_module.fingerprinter())
     for chunk in chunks:
         hasher.update(chunk)
     data = b''.join(chunks)
@@ -801,7 +822,7 @@ def test_rewritten_on_import_adopts_the_registry_digest(
     # From now on, the stored data is checked against it.
     registry.download = lambda: [CONVERTED[:-1], b'!']
     _started, body = _call(app, _environ('GET', FILE))
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         b''.join(body)
 
 
@@ -834,7 +855,7 @@ def test_staged_data_changed_without_rewriting_plugins_alerts(
         registry, {'connection': db_url}, conf)
     body = _stage_then_download(app, registry, CONVERTED)
     received = []
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         received.extend(body)
     assert received == [CONVERTED[:5000]]
     alert = (f'ALERT: the staged data of image {IMAGE} changed before the '
@@ -848,7 +869,7 @@ def test_staged_data_changed_without_rewriting_plugins_alerts(
     # Every later download fails too, without asking the registry again.
     calls = len(registry.calls)
     _started, body = _call(app, _environ('GET', FILE))
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         b''.join(body)
     assert registry.calls[calls:] == [f'GET {FILE}']
 
@@ -914,7 +935,7 @@ def test_mismatch_cut_short_even_if_it_cannot_be_marked(
     monkeypatch.setattr(Digests, 'mark_tampered', down)
     _started, body = _call(stack_filter, _environ('GET', FILE))
     received = []
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         received.extend(body)
     assert received == [b'one']
     assert 'ALERT' in caplog.text and 'MISMATCH' in caplog.text
@@ -928,7 +949,7 @@ def test_innermost_in_the_stack() -> None:
 
 def test_reader_passes_reads_through_unchanged() -> None:
     raw = io.BytesIO(b'one\ntwo\nthree')
-    reader = data_integrity.HashingReader(raw, hashlib.sha256())
+    reader = hashing_module.HashingReader(raw, hashlib.sha256())
     assert reader.readline() == b'one\n'
     assert reader.read(2) == b'tw'
     assert reader.readlines() == [b'o\n', b'three']
@@ -943,7 +964,7 @@ def test_reader_reads_an_input_that_is_only_iterable() -> None:
     # Glance accepts a ``wsgi.input`` without ``read()`` (its own tests
     # upload chunked data as a generator).
     raw = (chunk for chunk in [b'one\ntw', b'', b'o\nthree'])
-    reader = data_integrity.HashingReader(raw, hashlib.sha256())
+    reader = hashing_module.HashingReader(raw, hashlib.sha256())
     assert reader.read(2) == b'on'
     assert reader.readline() == b'e\n'
     assert reader.read() == b'two\nthree'
@@ -963,7 +984,7 @@ def test_stream_hasher_gives_hashlib_digest_whatever_the_chunks(
     for chunk in chunks:
         expected.update(chunk)
     digest = expected.hexdigest()
-    hasher = data_integrity.StreamHasher(hashlib.sha384())
+    hasher = hashing_module.StreamHasher(hashlib.sha384())
     for chunk in chunks:
         hasher.update(chunk)
     mutable[:] = b'!' * len(mutable)
@@ -977,7 +998,7 @@ def test_stream_hasher_gives_hashlib_digest_whatever_the_chunks(
 
 
 def test_abandoned_stream_hasher_ends_its_thread(hashing: str) -> None:
-    hasher = data_integrity.StreamHasher(hashlib.sha512())
+    hasher = hashing_module.StreamHasher(hashlib.sha512())
     for chunk in _chunks(MIB):
         hasher.update(chunk)
     assert bool(_hash_threads()) == (hashing == 'threaded')
@@ -1000,7 +1021,7 @@ def test_hashing_failure_is_raised_by_hexdigest(hashing: str) -> None:
         def hexdigest(self) -> str:
             return 'never'
 
-    hasher = data_integrity.StreamHasher(Failing())
+    hasher = hashing_module.StreamHasher(Failing())
     with pytest.raises(MemoryError):
         for chunk in _chunks(MIB):
             hasher.update(chunk)
@@ -1092,7 +1113,7 @@ def endings(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def _expected_ending(case: dict[str, Any]) -> data_integrity.Ending:
+def _expected_ending(case: dict[str, Any]) -> checked_body.Ending:
     """What the body must report, worked out from the case alone."""
     chunks, fault_at = case['chunks'], case['fault_at']
     given = [c for c in (chunks if fault_at is None else chunks[:fault_at])
@@ -1101,14 +1122,14 @@ def _expected_ending(case: dict[str, Any]) -> data_integrity.Ending:
     reached_end = case['started'] and (
         steps is None or steps >= max(len(given), 1))
     if not reached_end:
-        return data_integrity.Ending.ABANDONED
+        return checked_body.Ending.ABANDONED
     received = b''.join(given)
     recorded = case['recorded']
     if fault_at is not None and len(received) < len(recorded):
-        return data_integrity.Ending.BROKEN_OFF
+        return checked_body.Ending.BROKEN_OFF
     if received == recorded:
-        return data_integrity.Ending.MATCHED
-    return data_integrity.Ending.MISMATCHED
+        return checked_body.Ending.MATCHED
+    return checked_body.Ending.MISMATCHED
 
 
 @settings(max_examples=300, deadline=None,
@@ -1127,8 +1148,8 @@ def test_a_body_is_judged_once_however_it_ends(
         tampered_at=None,
         fingerprint=(_fingerprint(recorded) if case['by_fingerprint']
                      else None))
-    outcomes: list[data_integrity.Outcome] = []
-    body = data_integrity.CheckedBody(source, expected, outcomes.append)
+    outcomes: list[checked_body.Outcome] = []
+    body = checked_body.CheckedBody(source, expected, outcomes.append)
 
     sent: list[bytes] = []
     raised: BaseException | None = None
@@ -1142,7 +1163,7 @@ def test_a_body_is_judged_once_however_it_ends(
                 sent.append(next(iterator))
             except StopIteration:
                 break
-            except (Fault, data_integrity.ImageDataMismatch) as exc:
+            except (Fault, checked_body.ImageDataMismatch) as exc:
                 raised = exc
                 break
     for _ in range(case['closes']):
@@ -1152,7 +1173,7 @@ def test_a_body_is_judged_once_however_it_ends(
     assert [outcome.ending for outcome in outcomes] == [ending]
     assert source.closes == 1
     pieces = [c for c in served if c]
-    if ending is data_integrity.Ending.MATCHED and fault_at is None:
+    if ending is checked_body.Ending.MATCHED and fault_at is None:
         assert b''.join(sent) == recorded
     else:
         # The last chunk the registry gave never goes out unvouched, nor
@@ -1160,14 +1181,14 @@ def test_a_body_is_judged_once_however_it_ends(
         assert sent == pieces[:len(sent)]
         assert len(sent) <= max(len(pieces) - 1, 0)
     outcome = outcomes[0]
-    if ending in (data_integrity.Ending.MATCHED,
-                  data_integrity.Ending.MISMATCHED):
+    if ending in (checked_body.Ending.MATCHED,
+                  checked_body.Ending.MISMATCHED):
         assert outcome.size == len(b''.join(pieces))
     if fault_at is not None and ending is not (
-            data_integrity.Ending.ABANDONED):
+            checked_body.Ending.ABANDONED):
         assert raised is source.fault and outcome.error is source.fault
-    elif ending is data_integrity.Ending.MISMATCHED:
-        assert isinstance(raised, data_integrity.ImageDataMismatch)
+    elif ending is checked_body.Ending.MISMATCHED:
+        assert isinstance(raised, checked_body.ImageDataMismatch)
     else:
         assert raised is None
     assert _hash_threads_end()
@@ -1250,7 +1271,7 @@ def test_206_is_checked_only_when_it_carries_the_whole_image(
     assert started.status == '206 Partial Content'
     if content_range == 'bytes 0-29/30':
         received = []
-        with pytest.raises(data_integrity.ImageDataMismatch):
+        with pytest.raises(checked_body.ImageDataMismatch):
             received.extend(body)
         assert received == tampered[:2]
         record = digests.get(IMAGE)
@@ -1283,7 +1304,7 @@ def test_200_to_a_range_request_is_checked(
     registry.download = lambda: [b'0123456789', b'0123456789', b'X']
     _started, body = _call(stack_filter, _environ(
         'GET', FILE, headers={'Range': 'bytes=5-9'}))
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         b''.join(body)
 
 
@@ -1330,7 +1351,7 @@ def test_import_the_stack_cannot_see_adopts_the_registry_digest(
 
     registry.download = lambda: [FETCHED[:700], FETCHED[700:-1] + b'!']
     _started, body = _call(stack_filter, _environ('GET', FILE))
-    with pytest.raises(data_integrity.ImageDataMismatch):
+    with pytest.raises(checked_body.ImageDataMismatch):
         b''.join(body)
     record = digests.get(IMAGE)
     assert record is not None and record.state == models.TAMPERED

@@ -24,6 +24,7 @@ from oslo_config import cfg
 
 from instance_aware.filters import location_policy
 from instance_aware.filters.location_policy import LocationPolicyFilter
+from instance_aware.http import reading
 from tests.local.identity import identity_headers
 
 with warnings.catch_warnings():  # eventlet, imported by Glance, warns
@@ -99,7 +100,7 @@ class FakeGlance:
     def _is_lookup(req: webob.Request) -> bool:
         """The filter's own subrequest (a fresh environ), not the
         caller's request."""
-        return 'instance_aware.route' not in req.environ
+        return reading.ENVIRON_KEY not in req.environ
 
     def _apply(self, content_type: str, body: bytes) -> None:
         """Record the location changes Glance would apply."""
