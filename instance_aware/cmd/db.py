@@ -20,6 +20,7 @@ from instance_aware import config, database
 from instance_aware.cmd.console import CommandError
 from instance_aware.store import engine as ia_engine
 from instance_aware.store import errors
+from instance_aware.store.records import Records
 
 
 def reason(exc: BaseException) -> str:
@@ -94,6 +95,12 @@ def store(engine: sa.Engine,
     """The mapping database with this command's retry options."""
     return ia_engine.Database(
         engine, database.retry_policy(settings))
+
+
+def records(engine: sa.Engine, settings: config.FilterConfig) -> Records:
+    """The captured properties of this deployment, as the filters see
+    them."""
+    return Records(store(engine, settings), settings.registry_id)
 
 
 def sqlite_file_missing(url: str) -> bool:

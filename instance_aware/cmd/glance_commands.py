@@ -22,7 +22,6 @@ from instance_aware.cmd import db, key_retries
 from instance_aware.cmd import reconcile as reconcile_tool
 from instance_aware.cmd.console import CommandError
 from instance_aware.cmd.glance import GlanceClient
-from instance_aware.store.records import Records
 
 
 def glance_client(conf: cfg.ConfigOpts) -> GlanceClient:
@@ -57,8 +56,7 @@ def reconcile(conf: cfg.ConfigOpts) -> int:
     client = glance_client(conf)
     settings = config.FilterConfig.load(conf)
     with db.opened(conf) as engine:
-        records = Records(db.store(engine, settings),
-                          settings.registry_id)
+        records = db.records(engine, settings)
         with glance_errors(client, '; nothing after the last completed '
                                    'batch was changed'):
             summary = reconcile_tool.reconcile(
@@ -96,8 +94,7 @@ def adopt(conf: cfg.ConfigOpts) -> int:
     wanted = adopt_tool.concerns(settings.instance_keys,
                                  list(settings.encryption_formats))
     with db.opened(conf) as engine:
-        records = Records(db.store(engine, settings),
-                          settings.registry_id)
+        records = db.records(engine, settings)
         with glance_errors(client, '; images adopted so far stay '
                                    'adopted, run the command again'):
             summary = adopt_tool.adopt(

@@ -41,7 +41,7 @@ from tests.local.process import (
     ServerProcess,
     answers,
 )
-from tests.local.statedir import write_ini
+from tests.local.statedir import secret_file, write_ini
 
 #: The paste file :mod:`tests.local.barbican_wsgi` loads.
 PASTE_ENV = 'INSTANCE_AWARE_BARBICAN_PASTE'
@@ -99,16 +99,8 @@ class StateDir(statedir.StateDir):
 
 def _kek(state: StateDir) -> str:
     """The key-encryption key of this state directory (made once)."""
-    try:
-        with open(state.kek_file, encoding='ascii') as stream:
-            return stream.read().strip()
-    except FileNotFoundError:
-        pass
-    kek = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode('ascii')
-    fd = os.open(state.kek_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'w', encoding='ascii') as stream:
-        stream.write(kek + '\n')
-    return kek
+    return secret_file(state.kek_file, lambda: base64.urlsafe_b64encode(
+        secrets.token_bytes(32)).decode('ascii'))
 
 
 def prepare(state: StateDir, port: int, *, debug: bool = False) -> None:

@@ -45,7 +45,7 @@ from tests.local.process import (
     ServerProcess,
     answers,
 )
-from tests.local.statedir import write_ini
+from tests.local.statedir import secret_file, write_ini
 
 REGION = 'RegionOne'
 #: The catalog region of the Glance without the stack (``bare`` port).
@@ -102,18 +102,8 @@ class StateDir(statedir.StateDir):
 
 def password(state: StateDir) -> str:
     """The password of every local account (made once per state)."""
-    try:
-        with open(state.password_file, encoding='ascii') as stream:
-            return stream.read().strip()
-    except FileNotFoundError:
-        pass
-    os.makedirs(state.path, exist_ok=True)
-    value = secrets.token_urlsafe(18)
-    fd = os.open(state.password_file,
-                 os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'w', encoding='ascii') as stream:
-        stream.write(value + '\n')
-    return value
+    return secret_file(state.password_file,
+                       lambda: secrets.token_urlsafe(18))
 
 
 def write_config(state: StateDir, *, expiration: int = 3600,

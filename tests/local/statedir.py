@@ -6,7 +6,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,3 +43,19 @@ def write_ini(path: str, sections: Mapping[str, Mapping[str, str]],
     with open(path, 'w', encoding='utf-8') as stream:
         stream.write(header)
         parser.write(stream)
+
+
+def secret_file(path: str, make: Callable[[], str]) -> str:
+    """The secret kept in ``path`` (mode 0600), made by ``make`` the first
+    time: a state directory keeps its passwords and keys across runs."""
+    try:
+        with open(path, encoding='ascii') as stream:
+            return stream.read().strip()
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w', encoding='ascii') as stream:
+        stream.write(value + '\n')
+    return value
