@@ -73,15 +73,14 @@ def ping_idle_connections(engine: sa.Engine, after: float) -> None:
     """Check a pooled connection (``SELECT 1``) before use only if it sat
     idle in the pool for more than ``after`` seconds.
 
-    SQLAlchemy's ``pool_pre_ping`` checks on every checkout: one more
-    round trip on every request (0.5 ms of the 2 ms the rotation listing
-    spends in PostgreSQL here), although a connection returned moments
-    ago is as alive as the server.  A restart, a failover or a server's
-    idle timeout leaves connections idle longer than that, so they are
-    checked and replaced as with pre-ping; a connection that breaks while
-    in use is detected by SQLAlchemy, which then replaces every
-    connection of the pool.  ``after = 0`` checks on every checkout.
-    """
+    SQLAlchemy's ``pool_pre_ping`` checks on every checkout: one more round
+    trip on every request (a quarter of the rotation listing's time in
+    PostgreSQL, see the architecture page), although a connection returned
+    moments ago is as alive as the server.  A restart, a failover or a
+    server's idle timeout leaves connections idle longer than that, so they
+    are checked and replaced as with pre-ping; a connection that breaks
+    while in use is detected by SQLAlchemy, which then replaces every
+    connection of the pool.  ``after = 0`` checks on every checkout."""
 
     @event.listens_for(engine, 'checkin')
     def _idle_from_now(dbapi_connection: Any, record: Any) -> None:
@@ -158,8 +157,8 @@ def reading_engine(engine: sa.Engine) -> sa.Engine:
     idle check included).  A read then costs its statement and nothing
     else; on ``engine``'s own connections it would cost a BEGIN and a
     ROLLBACK, or switching the connection to autocommit and back (psycopg2
-    sends the isolation level each time): two round trips, 0.8 ms of a
-    2 ms read here.  Disposed with ``engine``.  Other backends: ``engine``
+    sends the isolation level each time): two round trips, as much as the
+    read itself.  Disposed with ``engine``.  Other backends: ``engine``
     itself (on MySQL a read costs its statement and the pool's ROLLBACK,
     and switching pymysql to autocommit would cost a round trip of its
     own; SQLite runs in the process).
