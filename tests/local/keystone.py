@@ -163,7 +163,9 @@ def bootstrap(state: StateDir, port: int, python: str) -> None:
         _manage(state, python, 'credential_setup', *owner)
     url = f'http://{HOST}:{port}/v3'
     _manage(state, python, 'bootstrap',
-            '--bootstrap-password', password(state),
+            # One token: a password may start with '-', which argparse
+            # would take for an option.
+            f'--bootstrap-password={password(state)}',
             '--bootstrap-username', ADMIN,
             '--bootstrap-project-name', ADMIN,
             '--bootstrap-role-name', ADMIN,
