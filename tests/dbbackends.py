@@ -162,6 +162,18 @@ def sqlite_url(directory: pathlib.Path) -> str:
     return f'sqlite:///{directory / "ia_test.sqlite"}'
 
 
+def migrated_sqlite(directory: pathlib.Path) -> str:
+    """The URL of a new SQLite mapping database in ``directory``, at the
+    head revision (for tests that hand a URL to the code under test)."""
+    url = sqlite_url(directory)
+    engine = ia_engine.create_engine(url)
+    try:
+        migration.upgrade(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
 @contextlib.contextmanager
 def throwaway_database(backend: str, directory: pathlib.Path,
                        driver: str | None = None) -> Iterator[str]:

@@ -33,7 +33,7 @@ from oslo_config import cfg
 
 from instance_aware.filters.instance_metadata import InstanceMetadataFilter
 from instance_aware.store import engine as store_engine
-from instance_aware.store import migration
+from tests.dbbackends import migrated_sqlite
 from tests.functional.conftest import TIMEOUT, Api, headers
 from tests.local import identity
 from tests.local.server import GlanceServer
@@ -849,12 +849,7 @@ def unreachable_store(glance_server: GlanceServer) -> LocalStack:
 def local_stack(glance_server: GlanceServer,
                 tmp_path: Path) -> Iterator[LocalStack]:
     """A stack with a store of its own (an SQLite file)."""
-    url = f'sqlite:///{tmp_path / "ia.sqlite"}'
-    engine = store_engine.create_engine(url)
-    try:
-        migration.upgrade(engine)
-    finally:
-        engine.dispose()
+    url = migrated_sqlite(tmp_path)
     yield LocalStack(glance_server.bare_url, url)
     store_engine.get_engine(url).dispose()
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from instance_aware.cmd import manage
-from instance_aware.store import engine as ia_engine
-from instance_aware.store import migration, models
+from instance_aware.store import models
+from tests.dbbackends import migrated_sqlite
 
 SUMMARY = [
     '0 records checked against the registry',
@@ -29,13 +29,7 @@ SUMMARY = [
 
 @pytest.fixture
 def database(tmp_path: pathlib.Path) -> str:
-    url = f'sqlite:///{tmp_path / "mapping.sqlite"}'
-    engine = ia_engine.create_engine(url)
-    try:
-        migration.upgrade(engine)
-    finally:
-        engine.dispose()
-    return url
+    return migrated_sqlite(tmp_path)
 
 
 def _config(tmp_path: pathlib.Path, database: str, keys: str = '') -> str:

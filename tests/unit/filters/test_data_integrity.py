@@ -33,8 +33,9 @@ from instance_aware.filters import data_integrity, stack
 from instance_aware.integrity import checked_body, import_plugins
 from instance_aware.integrity import hashing as hashing_module
 from instance_aware.store import engine as ia_engine
-from instance_aware.store import migration, models
+from instance_aware.store import models
 from instance_aware.store.digests import Digest, Digests
+from tests.dbbackends import migrated_sqlite
 
 IMAGE = '8d3a5e0c-4a0b-4c84-9a53-2b1f0c7d9e11'
 FILE = f'/v2/images/{IMAGE}/file'
@@ -220,13 +221,7 @@ def _hash_threads_end(timeout: float = 5.0) -> bool:
 
 @pytest.fixture
 def db_url(tmp_path: pathlib.Path) -> str:
-    url = f'sqlite:///{tmp_path / "ia.sqlite"}'
-    engine = ia_engine.create_engine(url)
-    try:
-        migration.upgrade(engine)
-    finally:
-        engine.dispose()
-    return url
+    return migrated_sqlite(tmp_path)
 
 
 @pytest.fixture
