@@ -138,6 +138,11 @@ class Raw:
             data = body if isinstance(body, bytes) else json.dumps(
                 body).encode('utf-8')
             sent['Content-Type'] = content_type or 'application/json'
+        return self.exchange(method, path, sent, data)
+
+    def exchange(self, method: str, path: str, sent: dict[str, str],
+                 data: bytes | None) -> Response:
+        """One request on a connection of its own, headers as given."""
         connection = http.client.HTTPConnection(self.host, self.port,
                                                 timeout=TIMEOUT)
         try:

@@ -9,7 +9,6 @@ right to write locations or to read another project's keys.
 
 from __future__ import annotations
 
-import http.client
 import json
 import urllib.parse
 import uuid
@@ -20,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.functional.conftest import TIMEOUT, headers
+from tests.functional.conftest import headers
 from tests.functional.test_location_policy import (
     ADMIN_ROLES,
     MEMBER,
@@ -54,15 +53,7 @@ class Http(Raw):
         sent = {'Accept': 'application/json', **hdrs}
         if content_type is not None:
             sent['Content-Type'] = content_type
-        connection = http.client.HTTPConnection(self.host, self.port,
-                                                timeout=TIMEOUT)
-        try:
-            connection.request(method, path, body=body, headers=sent)
-            answer = connection.getresponse()
-            return Response(answer.status, dict(answer.getheaders()),
-                            answer.read())
-        finally:
-            connection.close()
+        return self.exchange(method, path, sent, body)
 
 
 @pytest.fixture(scope='module')
